@@ -1,0 +1,63 @@
+"""Test a checkpoint and write its predictions:
+``python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt model=cnn data=digits``.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
+from src.utils.config import check_compatibility, register_resolvers
+from src.utils.instantiate import instantiate_component, instantiate_loggers
+from src.utils.pylogger import RankedLogger
+from src.utils.run import extras, task_wrapper
+from train import config_choices
+
+register_resolvers()
+log = RankedLogger(__name__)
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load the weights (``weights_only=True``), run the test loop, write ``predictions.jsonl``."""
+    choices = config_choices()
+    check_compatibility(cfg, choices)
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    check_checkpoint_matches(ckpt, choices, cfg.ckpt_path)
+    extras(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate_component(cfg.data)
+    model = instantiate_component(cfg.model)
+    model.load_state_dict(ckpt["state_dict"])
+    trainer = instantiate_component(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
+
+    log.info(f"Testing {cfg.ckpt_path}")
+    trainer.test(model=model, datamodule=datamodule)
+    metrics = dict(trainer.callback_metrics)
+
+    batches = trainer.predict(model=model, datamodule=datamodule)
+    out = Path(cfg.paths.output_dir) / "predictions.jsonl"
+    if trainer.is_global_zero:
+        with open(out, "w") as f:
+            for rows in batches:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+        log.info(f"Predictions written to {out}")
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval.yaml")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

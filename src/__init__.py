@@ -1,0 +1,1 @@
+"""archlab: a Lightning + Hydra research template for neural network architectures."""

@@ -1,0 +1,1 @@
+"""archlab's own Lightning callbacks (everything else comes from Lightning)."""

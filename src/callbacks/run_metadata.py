@@ -1,0 +1,19 @@
+"""Stores the run's resolved config and its model/data choices in every checkpoint."""
+
+from typing import Any
+
+from lightning import Callback, LightningModule, Trainer
+
+KEY = "archlab"
+
+
+class RunMetadata(Callback):
+    """``checkpoint["archlab"] = {"config": ..., "choices": ...}`` in plain Python types (loads
+    with ``weights_only=True``), so ``eval.py`` can tell which ``model=``/``data=`` a checkpoint
+    needs and a checkpoint stays self-describing outside its run folder."""
+
+    def __init__(self, config: dict[str, Any], choices: dict[str, str]) -> None:
+        self.config, self.choices = config, choices
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[KEY] = {"config": self.config, "choices": self.choices}

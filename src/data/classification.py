@@ -1,0 +1,196 @@
+"""Image classification data: scikit-learn digits (embedded), MNIST, Fashion-MNIST, CIFAR-10."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset, random_split
+from torchvision import datasets as tvd
+from torchvision.transforms import v2
+
+from src.utils.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# Per-channel mean/std of each training set, for input normalization.
+STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "digits": ((0.3053,), (0.3759,)),  # measured on all 1,797 images
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+TORCHVISION = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}
+FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
+AUGMENTATIONS: dict[str, Callable[[int], list[v2.Transform]]] = {
+    "none": lambda size: [],
+    "crop": lambda size: [v2.RandomCrop(size, padding=size // 8)],
+    "crop_flip": lambda size: [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()],
+}
+
+
+class TensorImageDataset(Dataset):
+    """uint8 images ``(N, C, H, W)`` held in memory, transformed per item.
+
+    Every dataset here fits in memory, so decoding once beats torchvision's per-item PIL path.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Callable) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[i]), self.targets[i]
+
+
+def load_digits_split(test_fraction: float, seed: int) -> dict[bool, tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0-16) as uint8 tensors; it has no official
+    test split, so a seeded stratified one is drawn."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, digits.target, test_size=test_fraction, random_state=seed, stratify=digits.target
+    )
+    to_t = lambda x, y: (torch.from_numpy(x), torch.from_numpy(y).long())  # noqa: E731
+    return {True: to_t(x_tr, y_tr), False: to_t(x_te, y_te)}
+
+
+def load_torchvision(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision dataset as uint8 ``(N, C, H, W)`` images and int64 targets.
+
+    torchvision verifies the archives' MD5 and extracts them in place, so ``root`` must be
+    writable. A missing dataset that cannot be downloaded becomes a :class:`DataError` saying
+    where the files go.
+    """
+    where = Path(root) / FOLDERS[name]
+    try:
+        ds = TORCHVISION[name](root, train=train, download=download)
+    except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+        raise DataError(
+            f"{name} could not be loaded from {where} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"Put the original archives in {where}/ (a writable folder; torchvision extracts next to them), "
+            "or set DATA_DIR to a folder that has them, or go online with data.download=true."
+        ) from e
+    images = torch.as_tensor(np.asarray(ds.data))
+    images = images.permute(0, 3, 1, 2) if images.ndim == 4 else images.unsqueeze(1)
+    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+
+
+class ImageClassificationDataModule(LightningDataModule):
+    """Serves ``(image, label)`` batches for one of the datasets named in :data:`STATS`.
+
+    ``batch_size`` is the global batch: each of the trainer's devices gets
+    ``batch_size // world_size``. The train/val split is drawn with ``split_seed``, independent
+    of the training seed, so runs with different seeds see the same validation set.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        provides: Mapping[str, Any],
+        data_dir: str = "data/",
+        batch_size: int = 128,
+        val_size: int | float = 0.1,
+        split_seed: int = 42,
+        augment: str = "none",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        download: bool = True,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in STATS:
+            raise DataError(f"unknown dataset '{dataset}'; choose one of {sorted(STATS)}")
+        if augment not in AUGMENTATIONS:
+            raise DataError(f"unknown augment '{augment}'; choose one of {sorted(AUGMENTATIONS)}")
+        self.save_hyperparameters(logger=False)
+        self.provides = dict(provides)
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(self.provides["num_classes"])]
+        self.batch_size_per_device = batch_size
+        self.data_train: Dataset | None = None
+        self.data_val: Dataset | None = None
+        self.data_test: Dataset | None = None
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        hp = self.hparams
+        if hp.dataset == "digits":
+            return load_digits_split(test_fraction=0.2, seed=hp.split_seed)[train]
+        return load_torchvision(hp.dataset, hp.data_dir, train, hp.download)
+
+    def prepare_data(self) -> None:
+        """Download/extract once per node (Lightning calls this on local rank 0 only)."""
+        if self.hparams.dataset != "digits":
+            for train in (True, False):
+                self._load(train)
+
+    def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        shape, n_classes = list(images.shape[1:]), int(targets.max()) + 1
+        declared_shape, declared_classes = list(self.provides["image_shape"]), self.provides["num_classes"]
+        if shape != declared_shape or n_classes != declared_classes:
+            raise DataError(
+                f"data={self.hparams.dataset} declares image_shape={declared_shape}, "
+                f"num_classes={declared_classes} but the files hold {shape}, {n_classes}; "
+                "fix the provides block of its config"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            world = self.trainer.world_size
+            if self.hparams.batch_size % world:
+                raise DataError(
+                    f"data.batch_size={self.hparams.batch_size} is not divisible by the "
+                    f"{world} devices; pick a multiple of {world}"
+                )
+            self.batch_size_per_device = self.hparams.batch_size // world
+        if self.data_train is not None:
+            return
+        mean, std = STATS[self.hparams.dataset]
+        base = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        train_images, train_targets = self._load(train=True)
+        self._check_provides(train_images, train_targets)
+        size = train_images.shape[-1]
+        augmented = v2.Compose(AUGMENTATIONS[self.hparams.augment](size) + base)
+        plain = v2.Compose(base)
+        # Val is carved out of the training set: same split indices for both views, so the
+        # validation images are never augmented.
+        n_val = self.hparams.val_size
+        n_val = int(round(n_val * len(train_targets))) if isinstance(n_val, float) else n_val
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        train_idx, val_idx = random_split(range(len(train_targets)), [len(train_targets) - n_val, n_val], generator)
+        self.data_train = Subset(TensorImageDataset(train_images, train_targets, augmented), train_idx.indices)
+        self.data_val = Subset(TensorImageDataset(train_images, train_targets, plain), val_idx.indices)
+        self.data_test = TensorImageDataset(*self._load(train=False), plain)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,18 @@
+"""Errors caused by the user's input (config, data, checkpoint). ``task_wrapper`` prints these as
+one short message instead of a traceback (``HYDRA_FULL_ERROR=1`` shows the trace)."""
+
+
+class UserError(Exception):
+    """Base class: the message names the problem and the fix."""
+
+
+class ConfigError(UserError):
+    """An option or a combination of options that cannot work."""
+
+
+class DataError(UserError):
+    """Missing, corrupt or mis-declared data."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt, or from another model/data pair."""

@@ -1,0 +1,45 @@
+"""Build callbacks, loggers and components from config groups."""
+
+from typing import Any
+
+import hydra
+from lightning import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+# Keys of model/data configs that describe compatibility and are not constructor arguments.
+META_KEYS = ("task",)
+
+
+def instantiate_component(cfg: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate ``cfg`` without its meta keys, with every nested config converted to plain
+    Python containers: objects built this way put no OmegaConf types into checkpoints."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in META_KEYS:
+        plain.pop(key, None)
+    return hydra.utils.instantiate(plain, _convert_="all", **kwargs)
+
+
+def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``callbacks`` or ``logger``)."""
+    objects: list[Any] = []
+    if not cfg:
+        log.warning(f"No {kind} configs found; skipping.")
+        return objects
+    for name, conf in cfg.items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            log.info(f"Instantiating {kind} <{conf._target_}>")
+            objects.append(instantiate_component(conf))
+    return objects
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    return instantiate_group(cfg, "callback")
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return instantiate_group(cfg, "logger")

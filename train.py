@@ -1,0 +1,82 @@
+"""Train, validate and test one configuration: ``python train.py model=cnn data=mnist``.
+
+seed -> compatibility check -> datamodule -> module -> callbacks -> loggers -> trainer -> fit ->
+test on the best checkpoint -> return ``optimized_metric`` (for sweepers).
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks.run_metadata import RunMetadata
+from src.utils.config import check_compatibility, register_resolvers
+from src.utils.instantiate import instantiate_callbacks, instantiate_component, instantiate_loggers
+from src.utils.pylogger import RankedLogger
+from src.utils.run import extras, get_metric_value, log_hyperparameters, pin_ddp_relaunch_to_this_job, task_wrapper
+
+register_resolvers()
+log = RankedLogger(__name__)
+
+
+def config_choices() -> dict[str, str]:
+    """The option picked in each config group (``model: cnn``...), as Hydra recorded it."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit and test; returns (metrics, objects) so tests and sweeps can inspect both."""
+    choices = config_choices()
+    check_compatibility(cfg, choices)
+    extras(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule = instantiate_component(cfg.data)
+    log.info(f"Instantiating model <{cfg.model._target_}>")
+    model = instantiate_component(cfg.model)
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks.append(RunMetadata(OmegaConf.to_container(cfg, resolve=True), choices))
+    loggers = instantiate_loggers(cfg.get("logger"))
+
+    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    pin_ddp_relaunch_to_this_job()
+    trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(cfg, model, trainer)
+
+    if cfg.get("train"):
+        log.info("Starting training")
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_metrics = dict(trainer.callback_metrics)
+
+    if cfg.get("test"):
+        log.info("Starting testing")
+        ckpt_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not ckpt_path:
+            log.warning("No best checkpoint found; testing the current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path or None)
+        log.info(f"Best checkpoint: {ckpt_path}")
+
+    metrics = {**train_metrics, **trainer.callback_metrics}
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    return get_metric_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
