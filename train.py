@@ -19,7 +19,14 @@ from src.callbacks.run_metadata import RunMetadata
 from src.utils.config import check_compatibility, register_resolvers
 from src.utils.instantiate import instantiate_callbacks, instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
-from src.utils.run import extras, get_metric_value, log_hyperparameters, pin_ddp_relaunch_to_this_job, task_wrapper
+from src.utils.run import (
+    extras,
+    get_metric_value,
+    log_hyperparameters,
+    pin_ddp_relaunch_to_this_job,
+    quiet_non_zero_ranks,
+    task_wrapper,
+)
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -37,6 +44,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit and test; returns (metrics, objects) so tests and sweeps can inspect both."""
     choices = config_choices()
     check_compatibility(cfg, choices)
+    quiet_non_zero_ranks()
     extras(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

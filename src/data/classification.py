@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset, random_split
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
-from src.utils.errors import DataError
+from src.utils.errors import DataError, describe
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +35,32 @@ AUGMENTATIONS: dict[str, Callable[[int], list[v2.Transform]]] = {
 
 
 class TensorImageDataset(Dataset):
-    """uint8 images ``(N, C, H, W)`` held in memory, transformed per item.
+    """uint8 images ``(N, C, H, W)`` held in memory; ``transform`` (augmentation) runs per item.
 
     Every dataset here fits in memory, so decoding once beats torchvision's per-item PIL path.
     """
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Callable) -> None:
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Callable | None = None) -> None:
         self.images, self.targets, self.transform = images, targets, transform
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.targets[i]
+        image = self.images[i]
+        return (self.transform(image) if self.transform else image), self.targets[i]
+
+
+class NormalizeBatch:
+    """Collate uint8 images, then scale to [0, 1] and normalise the whole batch at once: one
+    vectorised op instead of two transforms per image (~10 s per MNIST epoch on 2 cores)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = default_collate(items)
+        return self.transform(images), targets
 
 
 def load_digits_split(test_fraction: float, seed: int) -> dict[bool, tuple[torch.Tensor, torch.Tensor]]:
@@ -77,7 +90,7 @@ def load_torchvision(name: str, root: str, train: bool, download: bool) -> tuple
         ds = TORCHVISION[name](root, train=train, download=download)
     except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
         raise DataError(
-            f"{name} could not be loaded from {where} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"{name} could not be loaded from {where} ({describe(e)}). "
             f"Put the original archives in {where}/ (a writable folder; torchvision extracts next to them), "
             "or set DATA_DIR to a folder that has them, or go online with data.download=true."
         ) from e
@@ -154,13 +167,10 @@ class ImageClassificationDataModule(LightningDataModule):
             self.batch_size_per_device = self.hparams.batch_size // world
         if self.data_train is not None:
             return
-        mean, std = STATS[self.hparams.dataset]
-        base = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
         train_images, train_targets = self._load(train=True)
         self._check_provides(train_images, train_targets)
-        size = train_images.shape[-1]
-        augmented = v2.Compose(AUGMENTATIONS[self.hparams.augment](size) + base)
-        plain = v2.Compose(base)
+        augment = AUGMENTATIONS[self.hparams.augment](train_images.shape[-1])
+        augmented = v2.Compose(augment) if augment else None
         # Val is carved out of the training set: same split indices for both views, so the
         # validation images are never augmented.
         n_val = self.hparams.val_size
@@ -168,8 +178,8 @@ class ImageClassificationDataModule(LightningDataModule):
         generator = torch.Generator().manual_seed(self.hparams.split_seed)
         train_idx, val_idx = random_split(range(len(train_targets)), [len(train_targets) - n_val, n_val], generator)
         self.data_train = Subset(TensorImageDataset(train_images, train_targets, augmented), train_idx.indices)
-        self.data_val = Subset(TensorImageDataset(train_images, train_targets, plain), val_idx.indices)
-        self.data_test = TensorImageDataset(*self._load(train=False), plain)
+        self.data_val = Subset(TensorImageDataset(train_images, train_targets), val_idx.indices)
+        self.data_test = TensorImageDataset(*self._load(train=False))
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
@@ -178,6 +188,7 @@ class ImageClassificationDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size_per_device,
             shuffle=shuffle,
+            collate_fn=NormalizeBatch(*STATS[self.hparams.dataset]),
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,

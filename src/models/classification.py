@@ -37,6 +37,7 @@ class ClassificationModule(LightningModule):
         label_smoothing: float = 0.0,
         class_names: Sequence[str] | None = None,
         compile: bool = False,
+        channels_last: bool = False,
         num_plot_images: int = 32,
     ) -> None:
         super().__init__()
@@ -61,6 +62,9 @@ class ClassificationModule(LightningModule):
         return self.net(x)
 
     def setup(self, stage: str) -> None:
+        # NHWC convolutions are ~1.7x faster on CPU (oneDNN) and on tensor cores.
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         # nn.Module.compile() compiles forward in place: the state_dict keys stay the same, so
         # checkpoints of compiled runs load into uncompiled nets and vice versa.
         if self.hparams.compile and stage == "fit":
@@ -76,8 +80,9 @@ class ClassificationModule(LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
         preds = logits.argmax(dim=1)
         mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        mean_loss(loss)
-        metrics(preds, y)
+        # update(), not forward(): nothing is logged per step, so skip the per-batch compute.
+        mean_loss.update(loss)
+        metrics.update(preds, y)
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits

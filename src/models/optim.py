@@ -34,4 +34,5 @@ def build_optimizers(
     if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(scheduler, "keywords", {}):
         kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
     sched = scheduler(optimizer=opt, **kwargs)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "monitor": monitor}}
+    # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "monitor": monitor, "name": "train/lr"}}

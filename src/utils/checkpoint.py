@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from src.callbacks.run_metadata import KEY
-from src.utils.errors import CheckpointError
+from src.utils.errors import CheckpointError, describe
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"ckpt_path={path} is not a readable checkpoint ({str(e).splitlines()[0][:160]}); "
+        raise CheckpointError(f"ckpt_path={path} is not a readable checkpoint ({describe(e, 160)}); "
                               "it may be truncated or not a Lightning .ckpt") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"ckpt_path={path} has no state_dict; it is not a Lightning checkpoint")

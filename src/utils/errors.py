@@ -16,3 +16,9 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or from another model/data pair."""
+
+
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, for wrapping a library error into one of ours."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

@@ -4,6 +4,7 @@ hyper-parameter logging, and reading the optimized metric."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import sys
@@ -15,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.utils.config import print_config_tree
@@ -30,11 +32,14 @@ def is_multirun() -> bool:
 
 def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Run a task so that a user error prints one line, not a traceback (unless
-    ``HYDRA_FULL_ERROR=1``), and so that W&B and torch.distributed are closed after every job:
-    in a multirun the next job runs in this same process."""
+    ``HYDRA_FULL_ERROR=1``), and so that each job leaves the process as it found it: in a
+    multirun the next job runs in this same process. W&B and torch.distributed are closed, and
+    the environment is restored, since Lightning's DDP launcher sets ``LOCAL_RANK`` & co. there,
+    which would make the next job believe its ranks were started by an external launcher."""
 
     @functools.wraps(task_func)
     def wrap(cfg: DictConfig) -> Any:
+        environ = dict(os.environ)
         try:
             return task_func(cfg)
         except UserError as e:
@@ -55,8 +60,18 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
                     wandb.finish()
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+            os.environ.clear()
+            os.environ.update(environ)
 
     return wrap
+
+
+def quiet_non_zero_ranks() -> None:
+    """DDP ranks other than 0 keep only warnings and errors, so each line prints once."""
+    if rank_zero_only.rank != 0:
+        warnings.filterwarnings("ignore")
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def extras(cfg: DictConfig) -> None:

@@ -1,0 +1,68 @@
+"""Shared by the benchmarks: the closing JSON line (figures + git sha + versions), config
+composition, and a table printer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torch
+    import torchmetrics
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__}
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols}
+    print(" | ".join(c.ljust(widths[c]) for c in cols))
+    print("-+-".join("-" * widths[c] for c in cols))
+    for r in rows:
+        print(" | ".join(fmt(r[c]).ljust(widths[c]) for c in cols))
+
+
+def fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def emit(figures: dict[str, Any]) -> None:
+    """The last output line: one JSON object."""
+    print(json.dumps({**figures, "git_sha": git_sha(), "versions": versions(), "machine": machine()}), flush=True)
+
+
+def data_dir() -> str:
+    """DATA_DIR, or ../shared/data beside the repo."""
+    path = os.environ.get("DATA_DIR") or str(ROOT.parent / "shared" / "data")
+    if not Path(path, "MNIST", "raw").exists():
+        sys.exit(f"MNIST not found under {path}/MNIST/raw; set DATA_DIR to a writable copy of ../shared/data")
+    return path

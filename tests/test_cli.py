@@ -1,0 +1,126 @@
+"""The entry points as users run them: errors, eval.py, DDP, sweeps, W&B offline."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import run_cli
+
+QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
+         "trainer.enable_progress_bar=false"]
+
+
+def run_dirs(log_dir: Path) -> list[Path]:
+    """Every folder Hydra made (it writes .hydra/ in each run/job dir)."""
+    return sorted(p.parent for p in log_dir.rglob(".hydra"))
+
+
+def test_model_data_mismatch_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cli(["train.py", "model=cnn", "data=toy_text", "hydra.searchpath=[file://tests/configs]",
+                    f"paths.log_dir={tmp_path}"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "model=cnn" in out and "data=toy_text" in out and "Data for model=cnn: cifar10, digits" in out
+    assert "Traceback" not in out
+
+
+def test_unknown_option_is_reported_by_hydra(tmp_path: Path) -> None:
+    proc = run_cli(["train.py", "model=nope", f"paths.log_dir={tmp_path}"])
+    assert proc.returncode != 0 and "Could not find 'model/nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    log_dir = tmp_path_factory.mktemp("logs")
+    proc = run_cli(["train.py", "trainer.max_epochs=2", f"paths.log_dir={log_dir}", *QUIET])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(log_dir)
+    return run
+
+
+def test_eval_reproduces_test_metrics_and_writes_predictions(trained_run: Path, tmp_path: Path) -> None:
+    best = next((trained_run / "checkpoints").glob("epoch_*.ckpt"))
+    proc = run_cli(["eval.py", f"ckpt_path={best}", f"paths.log_dir={tmp_path}", *QUIET[:1]])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 360 and set(rows[0]) == {"target", "pred", "confidence"}  # digits test split
+    acc = sum(r["pred"] == r["target"] for r in rows) / len(rows)
+    train_log = (trained_run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header, last = train_log[0].split(","), train_log[-1].split(",")
+    assert acc == pytest.approx(float(last[header.index("test/acc")]), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.ckpt", "does not exist"),
+        (lambda p: (p / "bad.ckpt").write_bytes(b"not a checkpoint") and p / "bad.ckpt", "not a readable checkpoint"),
+    ],
+)
+def test_bad_checkpoint_is_one_clear_line(make, message: str, tmp_path: Path) -> None:
+    proc = run_cli(["eval.py", f"ckpt_path={make(tmp_path)}", f"paths.log_dir={tmp_path}"])
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_checkpoint_of_other_model_names_the_right_command(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    proc = run_cli(["eval.py", f"ckpt_path={ckpt}", "model=dense", f"paths.log_dir={tmp_path}"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "model=cnn data=digits" in out and "Traceback" not in out
+
+
+def test_ddp_cpu_single_run(tmp_path: Path) -> None:
+    proc = run_cli(["train.py", "trainer=ddp_cpu", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert "[rank: 1]" not in out and "GLOBAL_RANK: 1" not in out
+
+
+def test_ddp_cpu_multirun_one_dir_per_job(tmp_path: Path) -> None:
+    proc = run_cli(["train.py", "-m", "trainer=ddp_cpu", "trainer.max_epochs=1", "model.net.hidden=32,64",
+                    f"paths.log_dir={tmp_path}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert [p.relative_to(sweep).as_posix() for p in run_dirs(tmp_path)] == ["0", "1"]
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.ckpt").exists()
+    assert not (tmp_path / "train" / "runs").exists()
+    assert "[rank: 1]" not in out
+
+
+def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
+    """dropout=5.0 makes nn.Dropout raise: that trial fails, the sweep finishes on the other."""
+    proc = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra/sweeper/sampler=grid",
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.params={model.net.dropout: choice(0.1, 5.0)}",
+                    f"paths.log_dir={tmp_path}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "dropout probability has to be between 0 and 1" in out
+    (results,) = tmp_path.rglob("optimization_results.yaml")
+    best = yaml.safe_load(results.read_text())
+    assert best["best_params"]["model.net.dropout"] == 0.1 and 0 < best["best_value"] <= 1
+
+
+def test_wandb_offline_run_writes_files(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_DIR=str(tmp_path / "wandb_cache"))
+    proc = run_cli(["train.py", "logger=wandb", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET],
+                   env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    (run,) = run_dirs(tmp_path)
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert list(offline.glob("*.wandb"))
+    config = yaml.safe_load((offline / "files" / "config.yaml").read_text())
+    assert config["model"]["value"]["net"]["_target_"] == "src.models.nets.cnn.SimpleCNN"  # nested, not flattened
+    assert (run / "confusion_matrix.png").exists()

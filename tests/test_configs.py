@@ -1,0 +1,59 @@
+"""Every config composes, and every model x compatible data pair instantiates."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from src.utils.config import CONFIG_DIR, check_compatibility
+from src.utils.errors import ConfigError
+from src.utils.instantiate import instantiate_component
+from tests.conftest import compose_cfg
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def compatible_pairs() -> list[tuple[str, str]]:
+    tasks = {m: OmegaConf.load(CONFIG_DIR / "model" / f"{m}.yaml").task for m in options("model")}
+    provides = {d: OmegaConf.load(CONFIG_DIR / "data" / f"{d}.yaml").provides.task for d in options("data")}
+    return [(m, d) for m in tasks for d in provides if tasks[m] == provides[d]]
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"])
+def test_every_option_composes(group: str, tmp_path: Path) -> None:
+    for name in options(group):
+        cfg = compose_cfg("train", [f"{group}={name}"], tmp_path)
+        assert cfg.model and cfg.data, (group, name)
+        OmegaConf.to_container(cfg.trainer, resolve=True)
+
+
+@pytest.mark.parametrize(("model", "data"), compatible_pairs())
+def test_model_data_pairs_instantiate(model: str, data: str, tmp_path: Path) -> None:
+    cfg = compose_cfg("train", [f"model={model}", f"data={data}"], tmp_path)
+    check_compatibility(cfg, {"model": model, "data": data})
+    module = instantiate_component(cfg.model)
+    datamodule = instantiate_component(cfg.data)
+    assert module.hparams.num_classes == datamodule.provides["num_classes"]
+
+
+def test_eval_config_composes(tmp_path: Path) -> None:
+    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt"], tmp_path)
+    assert cfg.ckpt_path == "x.ckpt" and cfg.task_name == "eval"
+
+
+def test_mismatch_lists_compatible_options(tmp_path: Path) -> None:
+    cfg = compose_cfg("train", [], tmp_path)
+    cfg.data.provides.task = "text_summarization"
+    with pytest.raises(ConfigError) as e:
+        check_compatibility(cfg, {"model": "cnn", "data": "toy_text"})
+    msg = str(e.value)
+    assert "model=cnn" in msg and "data=toy_text" in msg
+    assert "digits, fashion_mnist, mnist" in msg.replace("cifar10, ", "")
+
+
+def test_data_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "somewhere"))
+    cfg = compose_cfg("train", ["data=mnist"], tmp_path)
+    assert cfg.data.data_dir == str(tmp_path / "somewhere")

@@ -1,0 +1,19 @@
+"""Integration on the real MNIST archives from DATA_DIR (a writable copy of ../shared/data)."""
+
+from pathlib import Path
+
+from tests.conftest import compose_cfg
+from train import train
+
+
+def test_mnist_from_data_dir_learns(mnist_dir: Path, tmp_path: Path) -> None:
+    """200 steps of the CNN on real MNIST, then the full 10k test set: >= 97 %."""
+    cfg = compose_cfg("train", [
+        "data=mnist", f"data.data_dir={mnist_dir}", "data.download=false", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=200", "trainer.limit_val_batches=10", "trainer.enable_progress_bar=false",
+        "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
+    ], tmp_path)
+    metrics, objects = train(cfg)
+    dm = objects["datamodule"]
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (55000, 5000, 10000)
+    assert metrics["test/acc"] >= 0.97, metrics

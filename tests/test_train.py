@@ -1,0 +1,92 @@
+"""End-to-end training through ``train(cfg)``: every model x data pair, resume, checkpoints."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.data import classification
+from src.models.classification import ClassificationModule
+from src.models.nets.cnn import SimpleCNN
+from tests.conftest import compose_cfg
+from tests.test_configs import compatible_pairs
+from train import train
+
+
+@pytest.fixture
+def synthetic_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace torchvision downloads with random images of each dataset's real shape, so the
+    model x data matrix runs in seconds and without the files (real data: test_real_data.py)."""
+    shapes = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+    def fake(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(train))
+        n = 96 if train else 32
+        targets = torch.arange(n) % 10
+        return torch.randint(0, 256, (n, *shapes[name]), dtype=torch.uint8, generator=g), targets
+
+    monkeypatch.setattr(classification, "load_torchvision", fake)
+
+
+@pytest.mark.parametrize(("model", "data"), compatible_pairs())
+def test_fast_dev_run(model: str, data: str, cfg_train, synthetic_torchvision) -> None:
+    overrides = [f"model={model}", f"data={data}", "trainer.fast_dev_run=true", "data.batch_size=16",
+                 "data.num_workers=0", "data.val_size=16"]
+    if model == "resnet":
+        overrides.append("model.net.width=8")
+    metrics, objects = train(cfg_train(*overrides))
+    assert torch.isfinite(metrics["train/loss"]) and "test/acc" in metrics
+
+
+def test_default_run_learns_digits(cfg_train) -> None:
+    """The default `python train.py` (CNN on digits) generalises after 3 epochs."""
+    metrics, objects = train(cfg_train("trainer.max_epochs=3"))
+    assert metrics["test/acc"] > 0.9, metrics
+    out = Path(objects["cfg"].paths.output_dir)
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "test_predictions.png").stat().st_size > 1000
+    assert (out / "checkpoints" / "last.ckpt").exists()
+
+
+def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=True)["state_dict"]
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
+    """2 epochs straight == 1 epoch, stop, resume from last.ckpt, 1 more epoch (bit for bit),
+    with dropout and random-crop augmentation so the RNG state must be restored too."""
+    common = ["trainer.deterministic=true", "data.augment=crop", "model.net.dropout=0.5",
+              "trainer.enable_progress_bar=false", "extras.print_config=false",
+              "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "test=false"]
+    full = compose_cfg("train", [*common, "trainer.max_epochs=2"], tmp_path / "full")
+    train(full)
+    first = compose_cfg("train", [*common, "trainer.max_epochs=1"], tmp_path / "first")
+    train(first)
+    resumed = compose_cfg("train", [*common, "trainer.max_epochs=2",
+                                    f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    train(resumed)
+    a = final_weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = final_weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    # and the interrupted run really was at epoch 1, not a copy of the full run
+    c = final_weights(tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert not torch.equal(a["net.classifier.4.weight"], c["net.classifier.4.weight"])
+
+
+def test_checkpoint_loads_weights_only(cfg_train, tmp_path: Path) -> None:
+    metrics, objects = train(cfg_train())
+    ckpt_path = Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)  # raises on any pickled object
+    assert ckpt["archlab"]["choices"]["model"] == "cnn"
+    net = SimpleCNN(1, 10, image_size=8)
+    module = ClassificationModule.load_from_checkpoint(ckpt_path, net=net, weights_only=True)
+    trained = objects["model"].net.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in module.net.state_dict().items())
+
+
+def test_returns_optimized_metric_for_sweeps(cfg_train) -> None:
+    from src.utils.run import get_metric_value
+
+    metrics, _ = train(cfg_train())
+    assert 0.0 <= get_metric_value(metrics, "val/acc_best") <= 1.0
