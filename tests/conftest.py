@@ -75,7 +75,8 @@ def mnist_dir(data_dir: Path, tmp_path_factory) -> Path:
 def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run an entry point as a user would; returns the finished process (stdout+stderr merged)."""
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    full_env.update(PROJECT_ROOT=str(ROOT), **(env or {}))
+    full_env.update(env or {})
+    full_env["PROJECT_ROOT"] = str(ROOT)
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

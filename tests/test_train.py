@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning import Callback, LightningModule, Trainer
+from omegaconf import open_dict
 
 from src.data import classification
 from src.models.classification import ClassificationModule
@@ -48,23 +50,35 @@ def test_default_run_learns_digits(cfg_train) -> None:
     assert (out / "checkpoints" / "last.ckpt").exists()
 
 
+class StopAfterEpochs(Callback):
+    """Simulates an interrupted run: stops after ``epochs`` epochs (last.ckpt is written)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.should_stop = trainer.current_epoch + 1 >= self.epochs
+
+
 def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, weights_only=True)["state_dict"]
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
-    """2 epochs straight == 1 epoch, stop, resume from last.ckpt, 1 more epoch (bit for bit),
-    with dropout and random-crop augmentation so the RNG state must be restored too."""
-    common = ["trainer.deterministic=true", "data.augment=crop", "model.net.dropout=0.5",
+    """A 2-epoch run == the same run interrupted after epoch 1 and resumed from last.ckpt (bit
+    for bit), with dropout and random-crop augmentation so the RNG state must be restored too,
+    and a one-cycle schedule whose position must be restored."""
+    common = ["trainer.deterministic=true", "data.augment=crop", "model.net.dropout=0.5", "trainer.max_epochs=2",
               "trainer.enable_progress_bar=false", "extras.print_config=false",
               "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "test=false"]
-    full = compose_cfg("train", [*common, "trainer.max_epochs=2"], tmp_path / "full")
-    train(full)
-    first = compose_cfg("train", [*common, "trainer.max_epochs=1"], tmp_path / "first")
+    train(compose_cfg("train", common, tmp_path / "full"))
+    first = compose_cfg("train", common, tmp_path / "first")
+    with open_dict(first):
+        first.callbacks.stop = {"_target_": "tests.test_train.StopAfterEpochs", "epochs": 1}
     train(first)
-    resumed = compose_cfg("train", [*common, "trainer.max_epochs=2",
-                                    f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
-    train(resumed)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    train(compose_cfg("train", [*common, f"ckpt_path={last}"], tmp_path / "resumed"))
     a = final_weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
     b = final_weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()
@@ -78,7 +92,7 @@ def test_checkpoint_loads_weights_only(cfg_train, tmp_path: Path) -> None:
     metrics, objects = train(cfg_train())
     ckpt_path = Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, weights_only=True)  # raises on any pickled object
-    assert ckpt["archlab"]["choices"]["model"] == "cnn"
+    assert ckpt["archlab"]["config"]["model"]["net"]["_target_"] == "src.models.nets.cnn.SimpleCNN"
     net = SimpleCNN(1, 10, image_size=8)
     module = ClassificationModule.load_from_checkpoint(ckpt_path, net=net, weights_only=True)
     trained = objects["model"].net.state_dict()

@@ -5,20 +5,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import Callback
 
 
 class RNGState(Callback):
     """Saves the torch (CPU and CUDA), Python and NumPy RNG states in each checkpoint and
-    restores them at the start of the first epoch after resuming, after the sanity check, so
-    shuffling, augmentation and dropout continue exactly where they stopped.
+    restores them on resume, so shuffling, augmentation and dropout continue exactly where they
+    stopped.
 
-    Lightning does not checkpoint RNG states itself. All values are tensors or plain Python
-    types, which ``torch.load(weights_only=True)`` accepts.
+    Lightning does not checkpoint RNG states itself. Restoring happens while the checkpoint is
+    loaded: before the resumed fit creates its train iterator (whose sampler seeds itself from
+    the global RNG), and the sanity check in between runs under Lightning's ``isolate_rng``.
+    All values are tensors or plain Python types, which ``torch.load(weights_only=True)`` accepts.
     """
-
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -30,16 +29,10 @@ class RNGState(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._pending is None:
-            return
-        state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        version, internal, gauss = state["python"]
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
-        name, keys, pos, has_gauss, cached = state["numpy"]
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
