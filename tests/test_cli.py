@@ -123,6 +123,6 @@ def test_wandb_offline_run_writes_files(tmp_path: Path) -> None:
     (records,) = offline.glob("run-*.wandb")  # what `wandb sync` uploads
     data = records.read_bytes()
     # the config is logged once as nested JSON ("model" -> {"net": {...}}), not as flattened keys
-    assert b'"_target_": "src.models.nets.cnn.SimpleCNN"' in data and b"model/net/_target_" not in data
+    assert b'"net":{"_target_":"src.models.nets.cnn.SimpleCNN"' in data and b"model/net/_target_" not in data
     assert list((offline / "files" / "media" / "images" / "test").glob("confusion_matrix_*.png"))
     assert (run / "confusion_matrix.png").exists()
