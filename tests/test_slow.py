@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_compiled_run_checkpoint_loads_uncompiled(tmp_path: Path) -> None:
-    cfg = compose_cfg("train", ["model.compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=5",
+    cfg = compose_cfg("train", ["model.compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
                                 "trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false",
                                 "extras.print_config=false", "callbacks.rich_progress_bar=null",
                                 "callbacks.model_summary=null"], tmp_path)
