@@ -112,10 +112,11 @@ def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
     assert best["best_params"]["model.net.dropout"] == 0.1 and 0 < best["best_value"] <= 1
 
 
-def test_wandb_offline_run_writes_files(tmp_path: Path) -> None:
+def test_all_loggers_wandb_offline_writes_files(tmp_path: Path) -> None:
+    """logger=many: W&B (offline, no API key), TensorBoard and CSV in one run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), WANDB_DIR=str(tmp_path / "wandb_cache"))
-    proc = run_cli(["train.py", "logger=wandb", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET],
+    proc = run_cli(["train.py", "logger=many", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET],
                    env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     (run,) = run_dirs(tmp_path)
@@ -126,3 +127,5 @@ def test_wandb_offline_run_writes_files(tmp_path: Path) -> None:
     assert b'"net":{"_target_":"src.models.nets.cnn.SimpleCNN"' in data and b"model/net/_target_" not in data
     assert list((offline / "files" / "media" / "images" / "test").glob("confusion_matrix_*.png"))
     assert (run / "confusion_matrix.png").exists()
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((run / "csv").rglob("metrics.csv"))

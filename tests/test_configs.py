@@ -57,3 +57,20 @@ def test_data_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "somewhere"))
     cfg = compose_cfg("train", ["data=mnist"], tmp_path)
     assert cfg.data.data_dir == str(tmp_path / "somewhere")
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_configs_compose(launcher: str) -> None:
+    """The SLURM launcher sizes its job from the trainer: one task (DDP rank) per device."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", [f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+                      return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    node = cfg.hydra.launcher
+    assert "submitit" in node._target_.lower()
+    if launcher == "slurm":
+        assert (node.tasks_per_node, node.gpus_per_node, node.nodes) == (4, 4, 2)
