@@ -83,6 +83,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     b = final_weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert "val_acc_best.max_value" in a  # the best-so-far survives the interruption too
     # and the interrupted run really was at epoch 1, not a copy of the full run
     c = final_weights(tmp_path / "first" / "checkpoints" / "last.ckpt")
     assert not torch.equal(a["net.classifier.4.weight"], c["net.classifier.4.weight"])

@@ -54,7 +54,9 @@ class ClassificationModule(LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # Persistent: part of the state_dict, so a resumed run remembers its best epoch so far.
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
         self.confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
         self.plot_batch: dict[str, torch.Tensor] = {}
 
@@ -69,10 +71,6 @@ class ClassificationModule(LightningModule):
         # checkpoints of compiled runs load into uncompiled nets and vice versa.
         if self.hparams.compile and stage == "fit":
             self.net.compile()
-
-    def on_train_start(self) -> None:
-        # Sanity-check validation must not count as the best epoch.
-        self.val_acc_best.reset()
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -94,6 +92,8 @@ class ClassificationModule(LightningModule):
         self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
+            return
         self.val_acc_best(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
