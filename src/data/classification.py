@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from torchvision.transforms import v2
 
 from src.utils.errors import DataError, describe
 
-log = logging.getLogger(__name__)
 
 # Per-channel mean/std of each training set, for input normalization.
 STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -63,9 +62,10 @@ class NormalizeBatch:
         return self.transform(images), targets
 
 
+@functools.lru_cache(maxsize=2)
 def load_digits_split(test_fraction: float, seed: int) -> dict[bool, tuple[torch.Tensor, torch.Tensor]]:
     """scikit-learn's 1,797 8x8 digits (pixel values 0-16) as uint8 tensors; it has no official
-    test split, so a seeded stratified one is drawn."""
+    test split, so a seeded stratified one is drawn. Cached: setup() asks for both halves."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
