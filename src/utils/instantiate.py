@@ -30,7 +30,7 @@ def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
     if not cfg:
         log.warning(f"No {kind} configs found; skipping.")
         return objects
-    for name, conf in cfg.items():
+    for conf in cfg.values():
         if isinstance(conf, DictConfig) and "_target_" in conf:
             log.info(f"Instantiating {kind} <{conf._target_}>")
             objects.append(instantiate_component(conf))
