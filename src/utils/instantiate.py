@@ -11,8 +11,9 @@ from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
-# Keys of model/data configs that describe compatibility and are not constructor arguments.
-META_KEYS = ("task",)
+# Keys of model/data configs that describe the run (task compatibility, watched metric), not
+# constructor arguments.
+META_KEYS = ("task", "watch")
 
 
 def instantiate_component(cfg: DictConfig, **kwargs: Any) -> Any:

@@ -1,0 +1,105 @@
+"""Attention building blocks shared by the Transformer, the fusion nets and anything else that
+attends: multi-head attention on ``F.scaled_dot_product_attention`` (fused flash/memory-efficient
+kernels where the device has them), sinusoidal positions, and a pre-LN encoder layer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attention_mask(key_padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
+                   device: torch.device) -> torch.Tensor | None:
+    """Boolean mask for SDPA (True = may attend), broadcastable to ``(B, heads, q_len, k_len)``.
+
+    ``key_padding_mask`` is ``(B, k_len)`` with True at padding, PyTorch's ``nn.MultiheadAttention``
+    convention. SDPA cannot combine ``is_causal`` with a mask, so both are folded in here.
+    """
+    mask = None
+    if key_padding_mask is not None:
+        mask = ~key_padding_mask[:, None, None, :]
+    if causal:
+        # a query at position i (counted from the end of the keys, so cached keys stay visible)
+        # sees keys 0..i + (k_len - q_len)
+        tri = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+        mask = tri if mask is None else mask & tri
+    return mask
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017): self-attention when ``context`` is None, else
+    cross-attention from ``x`` to ``context`` (whose width ``context_dim`` may differ)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 context_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.query = nn.Linear(dim, dim, bias=bias)
+        self.key_value = nn.Linear(context_dim or dim, 2 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, heads, T, D/heads)
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """``x``: (B, T, dim); ``context``: (B, S, context_dim); ``key_padding_mask``: (B, S or T),
+        True at padding; ``causal``: each query sees only keys up to its own position."""
+        source = x if context is None else context
+        q = self._heads(self.query(x))
+        k, v = map(self._heads, self.key_value(source).chunk(2, dim=-1))
+        dropout = self.dropout if self.training else 0.0
+        if causal and key_padding_mask is None and q.shape[2] == k.shape[2]:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            mask = attention_mask(key_padding_mask, q.shape[2], k.shape[2], causal, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.out(y.transpose(1, 2).flatten(2))
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sine/cosine position encodings (Vaswani et al. 2017), added to scaled embeddings."""
+
+    def __init__(self, dim: int, max_len: int = 4096) -> None:
+        super().__init__()
+        position = torch.arange(max_len).unsqueeze(1)
+        freq = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        table = torch.zeros(max_len, dim)
+        table[:, 0::2] = torch.sin(position * freq)
+        table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+        # not persistent: recomputed on construction, so checkpoints stay independent of max_len
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """``x``: (B, T, dim) -> ``x`` plus the encodings of positions ``offset .. offset+T-1``."""
+        if offset + x.shape[1] > self.table.shape[0]:
+            raise ValueError(f"sequence of {offset + x.shape[1]} positions exceeds max_len={self.table.shape[0]}")
+        return x + self.table[offset: offset + x.shape[1]]
+
+
+class FeedForward(nn.Sequential):
+    """Position-wise MLP: Linear -> GELU -> dropout -> Linear."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN Transformer encoder layer (Xiong et al. 2020): LayerNorm before each sub-layer keeps
+    gradients well-scaled at initialisation, so it trains without a long warm-up."""
+
+    def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.attn_norm, self.ff_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.ff = FeedForward(dim, ff_hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), key_padding_mask=key_padding_mask))
+        return x + self.drop(self.ff(self.ff_norm(x)))
