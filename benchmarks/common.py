@@ -60,6 +60,29 @@ def emit(figures: dict[str, Any]) -> None:
     print(json.dumps({**figures, "git_sha": git_sha(), "versions": versions(), "machine": machine()}), flush=True)
 
 
+def train_run(overrides: list[str], name: str) -> tuple[float, list[dict[str, str]]]:
+    """Run ``python train.py <overrides>`` as a user would (no progress bar, CSV logger) and
+    return its wall time (process start to exit) and the rows of its metrics.csv."""
+    import csv
+    import time
+
+    log_dir = ROOT / "logs" / "benchmarks" / f"{name}_{int(time.time())}"
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={log_dir}", "logger=csv",
+                           "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"],
+                          cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if proc.returncode:
+        sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    (metrics,) = log_dir.rglob("metrics.csv")
+    return seconds, list(csv.DictReader(metrics.open()))
+
+
+def last_value(rows: list[dict[str, str]], key: str) -> float:
+    """The last logged value of ``key`` in metrics.csv rows."""
+    return next(float(r[key]) for r in reversed(rows) if r.get(key))
+
+
 def data_dir() -> str:
     """DATA_DIR, or ../shared/data beside the repo."""
     path = os.environ.get("DATA_DIR") or str(ROOT.parent / "shared" / "data")

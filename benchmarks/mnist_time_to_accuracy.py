@@ -9,28 +9,15 @@ target >= 99.3 % within 90 s. lightning-hydra-template's default MNIST recipe (S
 from __future__ import annotations
 
 import argparse
-import csv
-import subprocess
-import sys
-import time
 
-from common import ROOT, data_dir, emit, print_table
+from common import data_dir, emit, last_value, print_table, train_run
 
 TARGET_ACC, TARGET_S = 0.993, 90.0
 
 
 def run(experiment: str) -> dict:
-    log_dir = ROOT / "logs" / "benchmarks" / f"tta_{experiment}_{int(time.time())}"
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), f"experiment={experiment}", f"data.data_dir={data_dir()}",
-                           f"paths.log_dir={log_dir}", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"],
-                          cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(f"{experiment} failed:\n{proc.stderr[-3000:]}")
-    (metrics,) = log_dir.rglob("metrics.csv")
-    rows = list(csv.DictReader(metrics.open()))
-    test_acc = next(float(r["test/acc"]) for r in rows if r.get("test/acc"))
+    seconds, rows = train_run([f"experiment={experiment}", f"data.data_dir={data_dir()}"], f"tta_{experiment}")
+    test_acc = last_value(rows, "test/acc")
     epochs = sum(1 for r in rows if r.get("train/epoch_time_s"))
     return {"experiment": experiment, "epochs": epochs, "seconds": round(seconds, 1), "test_acc": round(test_acc, 4)}
 

@@ -30,7 +30,7 @@ def synthetic_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(classification, "load_torchvision", fake)
 
 
-@pytest.mark.parametrize(("model", "data"), compatible_pairs())
+@pytest.mark.parametrize(("model", "data"), compatible_pairs("image_classification"))
 def test_fast_dev_run(model: str, data: str, cfg_train, synthetic_torchvision) -> None:
     overrides = [f"model={model}", f"data={data}", "trainer.fast_dev_run=true", "data.batch_size=16",
                  "data.num_workers=0", "data.val_size=16"]

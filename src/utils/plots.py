@@ -3,6 +3,7 @@ TensorBoard when those loggers are on."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,16 +31,22 @@ def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str]) ->
 
 
 def prediction_grid_figure(
-    images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor, class_names: Sequence[str], cols: int = 8
+    images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor, class_names: Sequence[str], cols: int = 8,
+    captions: Sequence[str] | None = None,
 ) -> Figure:
-    """Test images titled ``pred (true)``, wrong predictions in red."""
+    """Test images titled ``pred (true)``, wrong predictions in red; ``captions`` (e.g. the
+    question asked about each image) go above the title."""
     rows = (len(images) + cols - 1) // cols
-    fig = Figure(figsize=(1.4 * cols, 1.6 * rows), layout="constrained")
+    height = 1.6 if captions is None else 2.0
+    fig = Figure(figsize=(1.4 * cols if captions is None else 2.2 * cols, height * rows), layout="constrained")
     for k, (img, t, p) in enumerate(zip(images, targets, preds)):
         ax = fig.add_subplot(rows, cols, k + 1)
         img = (img - img.min()) / (img.max() - img.min()).clamp(min=1e-8)  # undo normalisation for display
         ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
-        ax.set_title(f"{class_names[p]} ({class_names[t]})", fontsize=8, color="black" if p == t else "red")
+        title = f"{class_names[p]} ({class_names[t]})"
+        if captions is not None:
+            title = f"{textwrap.fill(captions[k], 28)}\n{title}"
+        ax.set_title(title, fontsize=8 if captions is None else 7, color="black" if p == t else "red")
         ax.axis("off")
     return fig
 

@@ -1,0 +1,102 @@
+"""Sample quality of GANs after a fixed training budget, on MNIST and Fashion-MNIST: FID, KID and
+class coverage of DCGAN and WGAN-GP (10,000 EMA-generator samples vs the 10,000 test images),
+next to the real-vs-real floor (10,000 training images vs the same test images, same features).
+Target: FID <= 3x the floor for DCGAN on MNIST.
+
+Features come from archlab's own classifier of each dataset (offline "Fréchet classifier
+distance"): trained here first with `python train.py model=cnn data=<dataset>`, unless a
+checkpoint is given with --classifier. Each GAN then runs `python train.py
+experiment=mnist_<model> data=<dataset>_gen trainer.max_time=<budget>`, which validates every 250
+batches and tests the checkpoint with the best val/fid.
+
+    DATA_DIR=/path/to/writable/data python benchmarks/gan_quality.py [--minutes 5] [--trainer gpu]
+        [--datasets mnist fashion_mnist] [--models dcgan wgan_gp] [--classifier mnist=PATH.ckpt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, data_dir, emit, print_table
+
+TARGET_RATIO = 3.0
+QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
+
+
+def train_py(args: list[str], log_dir: Path) -> tuple[dict[str, str], float]:
+    """Run train.py; returns the last value of every metric in its metrics.csv, and the wall time."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"paths.log_dir={log_dir}", *QUIET],
+                          cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if proc.returncode:
+        sys.exit(f"train.py {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    (metrics,) = log_dir.rglob("metrics.csv")
+    last: dict[str, str] = {}
+    for row in csv.DictReader(metrics.open()):
+        last.update({k: v for k, v in row.items() if v})
+    return last, seconds
+
+
+def classifier(dataset: str, given: dict[str, str], trainer: str, epochs: int, work: Path) -> tuple[str, float | None]:
+    """The classifier checkpoint for ``dataset`` and its test accuracy (None when given)."""
+    if dataset in given:
+        return given[dataset], None
+    log_dir = work / f"classifier_{dataset}"
+    metrics, _ = train_py(["model=cnn", f"data={dataset}", f"data.data_dir={data_dir()}", f"trainer={trainer}",
+                           f"trainer.max_epochs={epochs}"], log_dir)
+    (ckpt,) = log_dir.rglob("last.ckpt")
+    return str(ckpt), float(metrics["test/acc"])
+
+
+def gan(model: str, dataset: str, ckpt: str, minutes: float, trainer: str, work: Path) -> dict:
+    seconds = int(round(minutes * 60))
+    budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    metrics, wall = train_py([f"experiment=mnist_{model}", f"data={dataset}_gen", f"data.data_dir={data_dir()}",
+                              f"trainer={trainer}", f"trainer.max_time={budget}",
+                              f"model.metrics.classifier_ckpt={ckpt}"], work / f"{model}_{dataset}")
+    fid, floor = float(metrics["test/fid"]), float(metrics["test/fid_floor"])
+    return {"dataset": dataset, "model": model, "train_batches": int(metrics["step"]), "fid": round(fid, 3),
+            "fid_floor": round(floor, 3), "fid_ratio": round(fid / floor, 2), "kid": round(float(metrics["test/kid"]), 5),
+            "kid_floor": round(float(metrics["test/kid_floor"]), 5), "coverage": round(float(metrics["test/coverage"]), 3),
+            "class_kl": round(float(metrics["test/class_kl"]), 4), "wall_s": round(wall, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget of each GAN (trainer.max_time)")
+    parser.add_argument("--trainer", default="cpu", help="trainer config: cpu or gpu")
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"])
+    parser.add_argument("--models", nargs="+", default=["dcgan", "wgan_gp"])
+    parser.add_argument("--classifier", nargs="*", default=[], metavar="DATASET=CKPT",
+                        help="reuse classifier checkpoints instead of training them")
+    parser.add_argument("--classifier-epochs", type=int, default=3)
+    args = parser.parse_args()
+    given = dict(item.split("=", 1) for item in args.classifier)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gan_quality_") as tmp:
+        work = Path(tmp)
+        for dataset in args.datasets:
+            ckpt, acc = classifier(dataset, given, args.trainer, args.classifier_epochs, work)
+            for model in args.models:
+                rows.append({**gan(model, dataset, ckpt, args.minutes, args.trainer, work), "classifier_acc": acc})
+                print(f"done: {rows[-1]}", flush=True)
+    print_table(rows)
+    ref = next((r for r in rows if r["dataset"] == "mnist" and r["model"] == "dcgan"), rows[0])
+    meets = ref["fid"] <= TARGET_RATIO * ref["fid_floor"]
+    print(f"\n{ref['dataset']} {ref['model']}: FID {ref['fid']:.3g} = {ref['fid_ratio']:.3g}x the real-vs-real floor "
+          f"{ref['fid_floor']:.3g} after {args.minutes:g} min (target <= {TARGET_RATIO:g}x: {'met' if meets else 'missed'})")
+    emit({"fid": ref["fid"], "fid_floor": ref["fid_floor"], "kid": ref["kid"], "coverage": ref["coverage"],
+          "target_ratio": TARGET_RATIO, "meets_target": meets, "minutes": args.minutes, "trainer": args.trainer,
+          "table": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Image-text fusion data: easy-VQA (Zhou 2019), 64x64 images of one coloured shape with
+templated questions and 13 answers, shipped inside the ``easy-vqa`` PyPI package (offline)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.io import decode_png, read_file
+from torchvision.transforms import v2
+
+from src.data.classification import AUGMENTATIONS
+from src.utils.errors import ConfigError, DataError, describe
+
+# Per-channel mean/std of the 4,000 training images (mostly white background).
+STATS = ((0.9043, 0.9054, 0.8965), (0.1938, 0.1871, 0.2058))
+SHAPES = ("circle", "rectangle", "triangle")
+# What a question asks about, told by the kind of answer it has.
+QUESTION_TYPES = ("shape", "color", "yes_no")
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def question_type(answer: str) -> int:
+    """Index into :data:`QUESTION_TYPES` of a question with this answer."""
+    return 2 if answer in ("yes", "no") else 0 if answer in SHAPES else 1
+
+
+@dataclass(frozen=True)
+class VQASplit:
+    images: torch.Tensor  # (num_images, 3, 64, 64) uint8
+    questions: list[str]
+    answers: list[str]
+    image_ids: torch.Tensor  # (num_questions,) row of ``images`` each question asks about
+
+
+def easy_vqa_root(source: str, data_dir: str) -> Path:
+    """The folder with ``answers.txt`` and ``{train,test}/``: the package's copy, a local copy
+    in ``${data_dir}/easy-VQA``, or (``auto``) the local copy when there is one."""
+    local = Path(data_dir) / "easy-VQA"
+    if source == "local" or (source == "auto" and local.is_dir()):
+        if not (local / "answers.txt").is_file():
+            raise DataError(f"easy-VQA not found in {local} (no answers.txt); copy ../shared/data/easy-VQA there "
+                            "or use data.source=package")
+        return local
+    if source not in ("auto", "package"):
+        raise ConfigError(f"data.source={source!r} is not one of auto, package, local")
+    try:
+        import easy_vqa
+    except ImportError as e:
+        raise DataError("the easy-vqa package is not installed; `pip install easy-vqa==1.0` or use data.source=local") from e
+    return Path(easy_vqa.__file__).parent / "data"
+
+
+@functools.lru_cache(maxsize=4)
+def load_easy_vqa(root: Path, split: str) -> VQASplit:
+    """Decode every PNG of a split once (5,000 images take ~1 s) and read its questions."""
+    folder = root / split
+    try:
+        with open(folder / "questions.json") as f:
+            rows = json.load(f)
+        questions, answers, ids = zip(*((str(q), str(a), int(i)) for q, a, i in rows))
+        images = torch.stack([decode_png(read_file(str(folder / "images" / f"{i}.png"))) for i in range(max(ids) + 1)])
+    except (OSError, RuntimeError, ValueError, TypeError) as e:
+        raise DataError(f"easy-VQA {split} split in {folder} is missing or corrupt ({describe(e)}); "
+                        "restore it from ../shared/data/easy-VQA or use data.source=package") from e
+    return VQASplit(images, list(questions), list(answers), torch.tensor(ids))
+
+
+def build_vocabulary_tokenizer(questions: Sequence[str]) -> Any:
+    """Word-level HF ``tokenizers`` tokenizer over lowercased words and punctuation, its vocabulary
+    built from ``questions``; id 0 is padding, unseen words map to ``[UNK]``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(questions, trainers.WordLevelTrainer(special_tokens=[PAD, UNK]))
+    return tokenizer
+
+
+def encode_questions(questions: Sequence[str], tokenizer_name: str | None, vocabulary: Sequence[str]) -> tuple[torch.Tensor, int]:
+    """Token ids ``(N, max_len)`` padded with the tokenizer's pad id, and the vocabulary size:
+    by the word-level vocabulary of ``vocabulary`` (training questions), or by a pretrained HF
+    tokenizer (name or local path)."""
+    if tokenizer_name is None:
+        tokenizer = build_vocabulary_tokenizer(vocabulary)
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id(PAD), pad_token=PAD)
+        ids = [e.ids for e in tokenizer.encode_batch(list(questions))]
+        return torch.tensor(ids), tokenizer.get_vocab_size()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    except OSError as e:
+        raise DataError(f"tokenizer {tokenizer_name!r} could not be loaded ({describe(e)}); give a local "
+                        "tokenizer folder, go online, or use data.tokenizer=null (vocabulary of the training questions)") from e
+    if tokenizer.pad_token_id != 0:
+        raise DataError(f"tokenizer {tokenizer_name!r} pads with id {tokenizer.pad_token_id}; the text encoders "
+                        "expect padding id 0")
+    return tokenizer(list(questions), padding=True, return_tensors="pt")["input_ids"], len(tokenizer)
+
+
+class VQADataset(Dataset):
+    """Items are images with every question asked about them, so a batch runs the image
+    encoder once per image, not once per question (easy-VQA has ~10 questions per image)."""
+
+    def __init__(self, images: torch.Tensor, image_rows: torch.Tensor, tokens: torch.Tensor,
+                 answers: torch.Tensor, types: torch.Tensor, question_image: torch.Tensor) -> None:
+        self.images, self.image_rows, self.tokens, self.answers, self.types = images, image_rows, tokens, answers, types
+        order = torch.argsort(question_image, stable=True)
+        counts = torch.bincount(question_image, minlength=len(images))
+        self.questions_of = dict(zip(range(len(images)), order.split(counts.tolist())))
+        self.num_questions = sum(len(self.questions_of[int(r)]) for r in image_rows)
+
+    def __len__(self) -> int:
+        return len(self.image_rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = int(self.image_rows[i])
+        q = self.questions_of[row]
+        return {"image": self.images[row], "question": self.tokens[q], "answer": self.answers[q],
+                "type": self.types[q], "question_index": q}
+
+
+class VQACollate:
+    """Stack the images, normalise them as a batch, and concatenate their questions; each
+    question keeps the row of its image in ``image_index``. Padding is trimmed to the longest
+    question of the batch."""
+
+    def __init__(self, augment: v2.Transform | None) -> None:
+        self.augment = augment
+        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(*STATS)])
+
+    def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        images = default_collate([self.augment(it["image"]) if self.augment else it["image"] for it in items])
+        batch = {key: torch.cat([it[key] for it in items]) for key in ("question", "answer", "type", "question_index")}
+        counts = torch.tensor([len(it["answer"]) for it in items])
+        batch["image_index"] = torch.repeat_interleave(torch.arange(len(items)), counts)
+        batch["question"] = batch["question"][:, : int((batch["question"] != 0).sum(1).max())]
+        batch["image"] = self.normalize(images)
+        return batch
+
+
+class VQADataModule(LightningDataModule):
+    """easy-VQA batches of ``{image, question, answer, type, image_index, question_index}``.
+
+    easy-VQA has no validation split, so ``val_size`` of the training *images* (with all their
+    questions, so no image is seen in both) is held out with ``split_seed``. ``batch_size``
+    counts images (global, divided across devices); a batch holds ~10 questions per image.
+    """
+
+    def __init__(
+        self,
+        provides: Mapping[str, Any],
+        data_dir: str = "data/",
+        source: str = "auto",
+        tokenizer: str | None = None,
+        batch_size: int = 64,
+        val_size: float = 0.1,
+        split_seed: int = 42,
+        augment: str = "none",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if augment not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augment '{augment}'; choose one of {sorted(AUGMENTATIONS)}")
+        self.save_hyperparameters(logger=False)
+        self.provides = dict(provides)
+        self.batch_size_per_device = batch_size
+        self.answers: list[str] = []
+        self.test_questions: list[str] = []
+        self.data_train: VQADataset | None = None
+        self.data_val: VQADataset | None = None
+        self.data_test: VQADataset | None = None
+
+    def _check_provides(self, image_shape: list[int], vocab_size: int) -> None:
+        found = {"image_shape": image_shape, "vocab_size": vocab_size, "num_answers": len(self.answers),
+                 "answers": self.answers, "question_types": list(QUESTION_TYPES)}
+        wrong = {k: v for k, v in found.items() if self.provides.get(k) != v}
+        if wrong:
+            fix = " ".join(f"data.provides.{k}={v}".replace(" ", "") for k, v in wrong.items())
+            raise DataError(f"data=easy_vqa declares {', '.join(f'{k}={self.provides.get(k)}' for k in wrong)} "
+                            f"but the data and tokenizer give {', '.join(f'{k}={v}' for k, v in wrong.items())}; "
+                            f"fix the provides block of its config (e.g. {fix})")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            world = self.trainer.world_size
+            if self.hparams.batch_size % world:
+                raise ConfigError(f"data.batch_size={self.hparams.batch_size} is not divisible by the {world} "
+                                  f"devices; pick a multiple of {world}")
+            self.batch_size_per_device = self.hparams.batch_size // world
+        if self.data_train is not None:
+            return
+        root = easy_vqa_root(self.hparams.source, self.hparams.data_dir)
+        train, test = load_easy_vqa(root, "train"), load_easy_vqa(root, "test")
+        self.answers = (root / "answers.txt").read_text().split()
+        self.test_questions = test.questions
+
+        n_images = len(train.images)
+        perm = torch.randperm(n_images, generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        n_val = int(round(self.hparams.val_size * n_images))
+        val_rows, train_rows = perm[:n_val].sort().values, perm[n_val:].sort().values
+        is_train_question = torch.isin(train.image_ids, train_rows)
+        vocabulary = [q for q, keep in zip(train.questions, is_train_question.tolist()) if keep]
+
+        tokens, vocab_size = encode_questions(train.questions + test.questions, self.hparams.tokenizer, vocabulary)
+        self._check_provides(list(train.images.shape[1:]), vocab_size)
+        index = {a: i for i, a in enumerate(self.answers)}
+        try:
+            answers = torch.tensor([index[a] for a in train.answers + test.answers])
+        except KeyError as e:
+            raise DataError(f"easy-VQA answer {e} is not in {root / 'answers.txt'}; the data is corrupt") from e
+        types = torch.tensor([question_type(a) for a in train.answers + test.answers])
+        n = len(train.questions)
+        split = lambda x: (x[:n], x[n:])  # noqa: E731  (train questions first, then test)
+        (tok_tr, tok_te), (ans_tr, ans_te), (typ_tr, typ_te) = split(tokens), split(answers), split(types)
+        self.data_train = VQADataset(train.images, train_rows, tok_tr, ans_tr, typ_tr, train.image_ids)
+        self.data_val = VQADataset(train.images, val_rows, tok_tr, ans_tr, typ_tr, train.image_ids)
+        self.data_test = VQADataset(test.images, torch.arange(len(test.images)), tok_te, ans_te, typ_te, test.image_ids)
+
+    def _loader(self, dataset: VQADataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        augment = AUGMENTATIONS[self.hparams.augment](self.provides["image_shape"][-1]) if train else []
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=train,
+            collate_fn=VQACollate(v2.Compose(augment) if augment else None),
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,157 @@
+"""LightningModule for visual question answering around an injected image-text fusion net."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from lightning.pytorch.loggers import WandbLogger
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.models.optim import build_optimizers
+from src.utils.plots import log_figure, prediction_grid_figure
+
+Batch = dict[str, torch.Tensor]
+
+
+class VQAModule(LightningModule):
+    """Answer classification over all questions of a batch, with accuracy overall and per
+    question type (``val/acc``, ``val/acc_shape``, ...), and at test time the errors as a W&B
+    table, a JSONL file and a PNG grid in the run dir.
+
+    As in :class:`~src.models.classification.ClassificationModule`, hparams hold plain values
+    only, so checkpoints load with ``weights_only=True``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        answer_names: Sequence[str],
+        question_types: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+        monitor: str = "val/loss",
+        label_smoothing: float = 0.0,
+        compile: bool = False,
+        channels_last: bool = False,
+        num_plot_images: int = 32,
+        max_error_rows: int = 500,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        n = len(answer_names)
+        metrics = {"acc": MulticlassAccuracy(n, average="micro")}
+        metrics |= {f"acc_{t}": MulticlassAccuracy(n, average="micro") for t in question_types}
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
+        self.errors: list[dict[str, Any]] = []
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.net(batch["image"], batch["question"], batch["image_index"])
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.compile and stage == "fit":
+            self.net.compile()
+
+    def _step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        target = batch["answer"]
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+        preds = logits.argmax(dim=1)
+        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        metrics["acc"].update(preds, target)
+        for t, name in enumerate(self.hparams.question_types):
+            mask = batch["type"] == t
+            if mask.any():
+                metrics[f"acc_{name}"].update(preds[mask], target[mask])
+        n = len(target)  # questions, not images: the batch size Lightning should average over
+        mean_loss.update(loss, weight=n)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=n)
+        return loss, logits
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.errors = []
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        _, logits = self._step(batch, "test")
+        preds = logits.argmax(dim=1)
+        for q in (preds != batch["answer"]).nonzero().flatten().tolist():
+            if len(self.errors) >= self.hparams.max_error_rows:
+                break
+            self.errors.append({"image": batch["image"][batch["image_index"][q]].cpu(),
+                                "question_index": int(batch["question_index"][q]),
+                                "pred": int(preds[q]), "answer": int(batch["answer"][q])})
+
+    def on_test_epoch_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        names = self.hparams.answer_names
+        questions = getattr(self.trainer.datamodule, "test_questions", None) or []
+        text = lambda e: questions[e["question_index"]] if questions else f"question {e['question_index']}"  # noqa: E731
+        out = Path(self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "test_errors.jsonl", "w") as f:
+            for e in self.errors:
+                f.write(json.dumps({"question_index": e["question_index"], "question": text(e),
+                                    "pred": names[e["pred"]], "answer": names[e["answer"]]}) + "\n")
+        shown = self.errors[: self.hparams.num_plot_images]
+        if shown:
+            fig = prediction_grid_figure(torch.stack([e["image"] for e in shown]), [e["answer"] for e in shown],
+                                         [e["pred"] for e in shown], names, captions=[text(e) for e in shown])
+            log_figure(self.loggers, "test/errors_grid", fig, out / "test_errors.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                rows = [[wandb.Image(self._display(e["image"])), text(e), names[e["pred"]], names[e["answer"]]]
+                        for e in self.errors]
+                logger.log_table("test/errors", columns=["image", "question", "prediction", "answer"], data=rows)
+
+    def _display(self, image: torch.Tensor) -> torch.Tensor:
+        """A normalised image rescaled to [0, 1] for display."""
+        return (image - image.min()) / (image.max() - image.min()).clamp(min=1e-8)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        probs = self(batch).softmax(dim=1)
+        conf, preds = probs.max(dim=1)
+        names, types = self.hparams.answer_names, self.hparams.question_types
+        return [
+            {"question_index": int(q), "type": types[t], "answer": names[a], "pred": names[p], "confidence": round(float(c), 6)}
+            for q, t, a, p, c in zip(batch["question_index"].tolist(), batch["type"].tolist(), batch["answer"].tolist(),
+                                     preds.tolist(), conf.tolist())
+        ]
+
+    def configure_optimizers(self) -> Any:
+        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
+                                self.hparams.scheduler_interval, self.hparams.monitor)
