@@ -36,6 +36,8 @@ test-all: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/mnist_time_to_accuracy.py
+	$(PY) benchmarks/fusion_ablation.py
+	$(PY) benchmarks/gan_quality.py
 
 clean:
 	rm -rf logs/train logs/eval .pytest_cache

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
 from src.utils.config import check_compatibility, register_resolvers
+from src.utils.errors import CheckpointError
 from src.utils.instantiate import instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import extras, task_wrapper
@@ -26,21 +27,28 @@ log = RankedLogger(__name__)
 
 @task_wrapper
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load the weights (``weights_only=True``), run the test loop, write ``predictions.jsonl``."""
+    """Load the weights (``weights_only=True``), run the test loop, write ``predictions.jsonl``.
+    A model without trained weights (``needs_checkpoint = False``, e.g. Lead-3) runs without
+    ``ckpt_path``."""
     choices = config_choices()
     check_compatibility(cfg, choices)
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    check_checkpoint_matches(ckpt, choices, cfg.ckpt_path)
+    ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if ckpt is not None:
+        check_checkpoint_matches(ckpt, choices, cfg.ckpt_path)
     extras(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate_component(cfg.data)
     model = instantiate_component(cfg.model)
-    model.load_state_dict(ckpt["state_dict"])
+    if ckpt is not None:
+        model.load_state_dict(ckpt["state_dict"])
+    elif getattr(model, "needs_checkpoint", True):
+        raise CheckpointError(f"model={choices.get('model', cfg.model._target_)} needs trained weights: "
+                              "pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    datamodule = instantiate_component(cfg.data)
     trainer = instantiate_component(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
 
-    log.info(f"Testing {cfg.ckpt_path}")
+    log.info(f"Testing {cfg.ckpt_path or cfg.model._target_}")
     trainer.test(model=model, datamodule=datamodule)
     metrics = dict(trainer.callback_metrics)
 

@@ -60,22 +60,32 @@ def emit(figures: dict[str, Any]) -> None:
     print(json.dumps({**figures, "git_sha": git_sha(), "versions": versions(), "machine": machine()}), flush=True)
 
 
-def train_run(overrides: list[str], name: str) -> tuple[float, list[dict[str, str]]]:
-    """Run ``python train.py <overrides>`` as a user would (no progress bar, CSV logger) and
-    return its wall time (process start to exit) and the rows of its metrics.csv."""
+def train_run(overrides: list[str], name: str, log_dir: Path | None = None,
+              script: str = "train.py") -> tuple[float, list[dict[str, str]]]:
+    """Run ``python train.py <overrides>`` (or eval.py) as a user would (no progress bar, CSV
+    logger) and return its wall time (process start to exit) and the rows of its metrics.csv."""
     import csv
     import time
 
-    log_dir = ROOT / "logs" / "benchmarks" / f"{name}_{int(time.time())}"
+    log_dir = log_dir or ROOT / "logs" / "benchmarks" / f"{name}_{int(time.time())}"
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={log_dir}", "logger=csv",
-                           "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"],
+    quiet = ["extras.print_config=false", "trainer.enable_progress_bar=false"]
+    quiet += ["callbacks.rich_progress_bar=null"] if script == "train.py" else []
+    proc = subprocess.run([sys.executable, str(ROOT / script), *overrides, f"paths.log_dir={log_dir}", "logger=csv", *quiet],
                           cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if proc.returncode:
-        sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     (metrics,) = log_dir.rglob("metrics.csv")
     return seconds, list(csv.DictReader(metrics.open()))
+
+
+def last_values(rows: list[dict[str, str]]) -> dict[str, str]:
+    """The last logged value of every metric in metrics.csv rows."""
+    last: dict[str, str] = {}
+    for row in rows:
+        last.update({k: v for k, v in row.items() if v})
+    return last
 
 
 def last_value(rows: list[dict[str, str]], key: str) -> float:

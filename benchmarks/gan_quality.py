@@ -16,32 +16,18 @@ batches and tests the checkpoint with the best val/fid.
 from __future__ import annotations
 
 import argparse
-import csv
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, data_dir, emit, print_table
+from common import data_dir, emit, last_values, print_table, train_run
 
 TARGET_RATIO = 3.0
-QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
 
 
 def train_py(args: list[str], log_dir: Path) -> tuple[dict[str, str], float]:
     """Run train.py; returns the last value of every metric in its metrics.csv, and the wall time."""
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"paths.log_dir={log_dir}", *QUIET],
-                          cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(f"train.py {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    (metrics,) = log_dir.rglob("metrics.csv")
-    last: dict[str, str] = {}
-    for row in csv.DictReader(metrics.open()):
-        last.update({k: v for k, v in row.items() if v})
-    return last, seconds
+    seconds, rows = train_run(args, log_dir.name, log_dir)
+    return last_values(rows), seconds
 
 
 def classifier(dataset: str, given: dict[str, str], trainer: str, epochs: int, work: Path) -> tuple[str, float | None]:

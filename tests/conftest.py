@@ -19,7 +19,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 from src.utils.config import register_resolvers  # noqa: E402
 
 register_resolvers()
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))  # the 2 cores CI has, unless told
 
 # Fast settings used by most tests: digits, tiny nets, no progress bar.
 FAST = [

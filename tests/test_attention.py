@@ -49,3 +49,26 @@ def test_sinusoidal_positions_offset() -> None:
     torch.testing.assert_close(pos(x[:, 6:], offset=6), pos(x)[:, 6:])
     with pytest.raises(ValueError, match="max_len=16"):
         pos(torch.zeros(1, 17, 8))
+
+
+def test_decoder_layer_cache_matches_full_sequence() -> None:
+    """Decoding one position at a time with the key/value cache == the whole causal sequence."""
+    from src.models.nets.attention import DecoderLayer
+
+    torch.manual_seed(0)
+    layer = DecoderLayer(16, 4, 32, dropout=0.0).eval()
+    x, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[0, -3:] = True
+    memory_kv = layer.cross_attn.project_kv(memory)
+    full, _ = layer(x, memory_kv, pad)
+    past, steps = None, []
+    for t in range(5):
+        y, past = layer(x[:, t: t + 1], memory_kv, pad, past=past)
+        steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, 1), full)
+    assert past[0].shape == (2, 4, 5, 4)
+    # two positions at once after a cached prefix (causal within the chunk)
+    _, prefix = layer(x[:, :3], memory_kv, pad)
+    chunk, _ = layer(x[:, 3:], memory_kv, pad, past=prefix)
+    torch.testing.assert_close(chunk, full[:, 3:])

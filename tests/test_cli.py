@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from tests.conftest import run_cli

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.data.classification import ImageClassificationDataModule
-from src.utils.errors import DataError
+from src.utils.errors import ConfigError, DataError
 
 DIGITS = {"task": "image_classification", "image_shape": [1, 8, 8], "num_classes": 10}
 
@@ -31,7 +31,7 @@ def test_global_batch_is_split_across_devices() -> None:
     assert dm.batch_size_per_device == 32
     odd = ImageClassificationDataModule("digits", DIGITS, batch_size=63)
     odd.trainer = SimpleNamespace(world_size=2)
-    with pytest.raises(DataError, match="not divisible by the 2 devices"):
+    with pytest.raises(ConfigError, match="not divisible by the 2 devices"):
         odd.setup()
 
 

@@ -18,7 +18,7 @@ from src.models.nets.gan import GAN, DCGANDiscriminator, DCGANGenerator
 from src.utils.errors import ConfigError, DataError
 from tests.conftest import FAST, compose_cfg, run_cli
 from tests.test_configs import compatible_pairs
-from tests.test_train import final_weights, synthetic_torchvision  # noqa: F401 (a fixture)
+from tests.test_train import final_weights, full_interrupted_resumed, synthetic_torchvision  # noqa: F401 (a fixture)
 from train import train
 
 # RGB datasets (32x32, 64x64) cost ~15 s each: long tests
@@ -229,16 +229,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     common = [*FAST, "model=wgan_gp", "data=digits_gen", "trainer.deterministic=true", "trainer.max_epochs=2",
               "trainer.limit_train_batches=7", "trainer.limit_val_batches=2", "model.n_critic=3", "model.conditional=true", "test=false",
               "model.scheduler={_target_: torch.optim.lr_scheduler.ExponentialLR, _partial_: true, gamma: 0.5}"]
-    train(compose_cfg("train", common, tmp_path / "full"))
-    first = compose_cfg("train", common, tmp_path / "first")
-    with open_dict(first):
-        first.callbacks.stop = {"_target_": "tests.test_train.StopAfterEpochs", "epochs": 1}
-    train(first)
-    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["epoch"] == 0
-    train(compose_cfg("train", [*common, f"ckpt_path={last}"], tmp_path / "resumed"))
-    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    full, interrupted, resumed = full_interrupted_resumed(common, tmp_path)
+    a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert not differ, differ
@@ -246,5 +238,5 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
         assert all(torch.equal(opt_a["state"][i]["exp_avg"], opt_b["state"][i]["exp_avg"]) for i in opt_a["state"])
     assert [s["last_epoch"] for s in a["lr_schedulers"]] == [s["last_epoch"] for s in b["lr_schedulers"]] == [2, 2]
     # and the interrupted run really was one epoch behind
-    c = final_weights(last)
+    c = final_weights(interrupted)
     assert not torch.equal(a["state_dict"]["g_ema.module.net.0.weight"], c["g_ema.module.net.0.weight"])

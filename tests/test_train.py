@@ -64,6 +64,20 @@ def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, weights_only=True)["state_dict"]
 
 
+def full_interrupted_resumed(common: list[str], tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Run ``common`` for its epochs uninterrupted; again stopped after epoch 1; then resumed
+    from that run's last.ckpt. Returns the three last.ckpt paths."""
+    train(compose_cfg("train", common, tmp_path / "full"))
+    first = compose_cfg("train", common, tmp_path / "first")
+    with open_dict(first):
+        first.callbacks.stop = {"_target_": "tests.test_train.StopAfterEpochs", "epochs": 1}
+    train(first)
+    interrupted = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(interrupted, weights_only=True)["epoch"] == 0
+    train(compose_cfg("train", [*common, f"ckpt_path={interrupted}"], tmp_path / "resumed"))
+    return tmp_path / "full" / "checkpoints" / "last.ckpt", interrupted, tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+
+
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     """A 2-epoch run == the same run interrupted after epoch 1 and resumed from last.ckpt (bit
     for bit), with dropout and random-crop augmentation so the RNG state must be restored too,
@@ -71,22 +85,23 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     common = ["trainer.deterministic=true", "data.augment=crop", "model.net.dropout=0.5", "trainer.max_epochs=2",
               "trainer.enable_progress_bar=false", "extras.print_config=false",
               "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "test=false"]
-    train(compose_cfg("train", common, tmp_path / "full"))
-    first = compose_cfg("train", common, tmp_path / "first")
-    with open_dict(first):
-        first.callbacks.stop = {"_target_": "tests.test_train.StopAfterEpochs", "epochs": 1}
-    train(first)
-    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["epoch"] == 0
-    train(compose_cfg("train", [*common, f"ckpt_path={last}"], tmp_path / "resumed"))
-    a = final_weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    b = final_weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    full, interrupted, resumed = full_interrupted_resumed(common, tmp_path)
+    a, b = final_weights(full), final_weights(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert "val_acc_best.max_value" in a  # the best-so-far survives the interruption too
     # and the interrupted run really was at epoch 1, not a copy of the full run
-    c = final_weights(tmp_path / "first" / "checkpoints" / "last.ckpt")
+    c = final_weights(interrupted)
     assert not torch.equal(a["net.classifier.4.weight"], c["net.classifier.4.weight"])
+
+
+def test_last_checkpoint_follows_a_plateau(cfg_train, tmp_path: Path) -> None:
+    """last.ckpt is the latest epoch even when the watched metric stops improving (lr=0: the
+    second epoch's val/acc equals the first's, so no new best checkpoint is written)."""
+    metrics, objects = train(cfg_train("trainer.max_epochs=2", "model.optimizer.lr=0", "model.scheduler=null", "test=false"))
+    checkpoints = Path(objects["cfg"].paths.output_dir) / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
 
 
 def test_checkpoint_loads_weights_only(cfg_train, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate, rando
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
+from src.data.common import per_device_batch_size
 from src.utils.errors import DataError, describe
 
 
@@ -172,14 +173,7 @@ class ImageClassificationDataModule(LightningDataModule):
             )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.trainer is not None:
-            world = self.trainer.world_size
-            if self.hparams.batch_size % world:
-                raise DataError(
-                    f"data.batch_size={self.hparams.batch_size} is not divisible by the "
-                    f"{world} devices; pick a multiple of {world}"
-                )
-            self.batch_size_per_device = self.hparams.batch_size // world
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
         if self.data_train is not None:
             return
         train_images, train_targets = self._load(train=True)

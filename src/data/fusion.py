@@ -17,6 +17,7 @@ from torchvision.io import decode_png, read_file
 from torchvision.transforms import v2
 
 from src.data.classification import AUGMENTATIONS
+from src.data.common import per_device_batch_size
 from src.utils.errors import ConfigError, DataError, describe
 
 # Per-channel mean/std of the 4,000 training images (mostly white background).
@@ -192,12 +193,7 @@ class VQADataModule(LightningDataModule):
                             f"fix the provides block of its config (e.g. {fix})")
 
     def setup(self, stage: str | None = None) -> None:
-        if self.trainer is not None:
-            world = self.trainer.world_size
-            if self.hparams.batch_size % world:
-                raise ConfigError(f"data.batch_size={self.hparams.batch_size} is not divisible by the {world} "
-                                  f"devices; pick a multiple of {world}")
-            self.batch_size_per_device = self.hparams.batch_size // world
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
         if self.data_train is not None:
             return
         root = easy_vqa_root(self.hparams.source, self.hparams.data_dir)

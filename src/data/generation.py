@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data import classification
 from src.data.classification import NormalizeBatch, TensorImageDataset, train_val_indices
+from src.data.common import per_device_batch_size
 from src.utils.errors import DataError
 
 DATASETS = (*classification.STATS, "easy_vqa")
@@ -87,14 +88,7 @@ class ImageGenerationDataModule(LightningDataModule):
             )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.trainer is not None:
-            world = self.trainer.world_size
-            if self.hparams.batch_size % world:
-                raise DataError(
-                    f"data.batch_size={self.hparams.batch_size} is not divisible by the "
-                    f"{world} devices; pick a multiple of {world}"
-                )
-            self.batch_size_per_device = self.hparams.batch_size // world
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
         if self.data_train is not None:
             return
         train_images, train_targets = self._load(train=True)

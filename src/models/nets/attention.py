@@ -1,6 +1,7 @@
 """Attention building blocks shared by the Transformer, the fusion nets and anything else that
 attends: multi-head attention on ``F.scaled_dot_product_attention`` (fused flash/memory-efficient
-kernels where the device has them), sinusoidal positions, and a pre-LN encoder layer."""
+kernels where the device has them), sinusoidal positions, and pre-LN encoder and decoder layers
+(the decoder with a key/value cache for incremental decoding)."""
 
 from __future__ import annotations
 
@@ -50,9 +51,18 @@ class MultiHeadAttention(nn.Module):
                 key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         """``x``: (B, T, dim); ``context``: (B, S, context_dim); ``key_padding_mask``: (B, S or T),
         True at padding; ``causal``: each query sees only keys up to its own position."""
-        source = x if context is None else context
+        return self.attend(x, *self.project_kv(x if context is None else context), key_padding_mask, causal)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``source`` (B, S, dim), each (B, heads, S, dim/heads): computed once
+        and reused by incremental decoding (cross-attention memory, self-attention cache)."""
+        k, v = self.key_value(source).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """Queries from ``x`` (B, T, dim) over projected keys/values (see :meth:`project_kv`)."""
         q = self._heads(self.query(x))
-        k, v = map(self._heads, self.key_value(source).chunk(2, dim=-1))
         dropout = self.dropout if self.training else 0.0
         if causal and key_padding_mask is None and q.shape[2] == k.shape[2]:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
@@ -103,3 +113,32 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.attn_norm(x), key_padding_mask=key_padding_mask))
         return x + self.drop(self.ff(self.ff_norm(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-LN Transformer decoder layer: causal self-attention, cross-attention to the encoder
+    memory, feed-forward. ``past`` holds the self-attention keys/values of earlier positions, so
+    decoding one token at a time costs one position per step instead of the whole prefix."""
+
+    def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.self_norm, self.cross_norm, self.ff_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.cross_attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.ff = FeedForward(dim, ff_hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],
+                memory_padding_mask: torch.Tensor | None = None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``x``: (B, T, dim), the positions after those in ``past``; ``memory_kv``: the encoder
+        output through ``cross_attn.project_kv``. Returns the new ``x`` and the keys/values of all
+        positions so far (the next call's ``past``)."""
+        h = self.self_norm(x)
+        k, v = self.self_attn.project_kv(h)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        x = x + self.drop(self.self_attn.attend(h, k, v, causal=x.shape[1] > 1))
+        x = x + self.drop(self.cross_attn.attend(self.cross_norm(x), *memory_kv, key_padding_mask=memory_padding_mask))
+        return x + self.drop(self.ff(self.ff_norm(x))), (k, v)
