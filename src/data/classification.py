@@ -117,7 +117,76 @@ def train_val_indices(n: int, val_size: int | float, seed: int) -> tuple[list[in
     return list(train_idx.indices), list(val_idx.indices)
 
 
-class ImageClassificationDataModule(LightningDataModule):
+class ImageDataModule(LightningDataModule):
+    """What the in-memory image DataModules share (classification, generation): the check of
+    ``provides`` against the files, validation carved out of the training split with
+    ``split_seed`` (independent of the training seed, so every run sees the same validation set),
+    and loaders of the per-device share of the global ``batch_size``. Subclasses give
+    ``_load(train)`` and ``_collate()``."""
+
+    #: the loader resizes images to ``provides.image_shape``, so only channels must match the files
+    resizes = False
+
+    def __init__(self, provides: Mapping[str, Any], batch_size: int, class_names: Sequence[str] | None) -> None:
+        super().__init__()
+        self.provides = dict(provides)
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(self.provides["num_classes"])]
+        self.batch_size_per_device = batch_size
+        self.data_train: Dataset | None = None
+        self.data_val: Dataset | None = None
+        self.data_test: Dataset | None = None
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, C, H, W) and labels of the train or test split."""
+        raise NotImplementedError
+
+    def _collate(self) -> Callable:
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
+        if self.data_train is None:
+            self._build()
+
+    def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        shape, n_classes = list(images.shape[1:]), int(targets.max()) + 1
+        declared_shape, declared_classes = list(self.provides["image_shape"]), self.provides["num_classes"]
+        compared = (shape[:1], declared_shape[:1]) if self.resizes else (shape, declared_shape)
+        if compared[0] != compared[1] or n_classes != declared_classes:
+            held = f"{shape[0]}-channel images" if self.resizes else f"images of shape {shape}"
+            raise DataError(
+                f"data={self.hparams.dataset} declares image_shape={declared_shape}, num_classes={declared_classes} "
+                f"but the files hold {held} of {n_classes} classes; fix the provides block of its config"
+            )
+
+    def _train_val(self) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+        """The checked training split and its seeded train/validation indices."""
+        images, targets = self._load(train=True)
+        self._check_provides(images, targets)
+        return images, targets, *train_val_indices(len(targets), self.hparams.val_size, self.hparams.split_seed)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=self._collate(),
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val)
+
+
+class ImageClassificationDataModule(ImageDataModule):
     """Serves ``(image, label)`` batches for one of the datasets named in :data:`STATS`.
 
     ``batch_size`` is the global batch: each of the trainer's devices gets
@@ -139,22 +208,19 @@ class ImageClassificationDataModule(LightningDataModule):
         download: bool = True,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(provides, batch_size, class_names)
         if dataset not in STATS:
             raise DataError(f"unknown dataset '{dataset}'; choose one of {sorted(STATS)}")
         if augment not in AUGMENTATIONS:
             raise DataError(f"unknown augment '{augment}'; choose one of {sorted(AUGMENTATIONS)}")
         self.save_hyperparameters(logger=False)
-        self.provides = dict(provides)
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(self.provides["num_classes"])]
-        self.batch_size_per_device = batch_size
-        self.data_train: Dataset | None = None
-        self.data_val: Dataset | None = None
-        self.data_test: Dataset | None = None
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         hp = self.hparams
         return load_split(hp.dataset, hp.data_dir, train, hp.download, hp.split_seed)
+
+    def _collate(self) -> Callable:
+        return NormalizeBatch(*STATS[self.hparams.dataset])
 
     def prepare_data(self) -> None:
         """Download/extract once per node (Lightning calls this on local rank 0 only)."""
@@ -162,52 +228,21 @@ class ImageClassificationDataModule(LightningDataModule):
             for train in (True, False):
                 self._load(train)
 
-    def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        shape, n_classes = list(images.shape[1:]), int(targets.max()) + 1
-        declared_shape, declared_classes = list(self.provides["image_shape"]), self.provides["num_classes"]
-        if shape != declared_shape or n_classes != declared_classes:
-            raise DataError(
-                f"data={self.hparams.dataset} declares image_shape={declared_shape}, "
-                f"num_classes={declared_classes} but the files hold {shape}, {n_classes}; "
-                "fix the provides block of its config"
-            )
-
-    def setup(self, stage: str | None = None) -> None:
-        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
-        if self.data_train is not None:
-            return
-        train_images, train_targets = self._load(train=True)
-        self._check_provides(train_images, train_targets)
+    def _build(self) -> None:
+        train_images, train_targets, train_idx, val_idx = self._train_val()
         augment = AUGMENTATIONS[self.hparams.augment](train_images.shape[-1])
         augmented = v2.Compose(augment) if augment else None
         # Val is carved out of the training set: same split indices for both views, so the
         # validation images are never augmented.
-        train_idx, val_idx = train_val_indices(len(train_targets), self.hparams.val_size, self.hparams.split_seed)
         self.data_train = Subset(TensorImageDataset(train_images, train_targets, augmented), train_idx)
         self.data_val = Subset(TensorImageDataset(train_images, train_targets), val_idx)
         self.data_test = TensorImageDataset(*self._load(train=False))
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size_per_device,
-            shuffle=shuffle,
-            collate_fn=NormalizeBatch(*STATS[self.hparams.dataset]),
-            num_workers=self.hparams.num_workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, shuffle=False)
-
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, shuffle=False)
+        return self._loader(self.data_test)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

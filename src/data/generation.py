@@ -4,22 +4,20 @@ class-conditional models and for evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data import classification
-from src.data.classification import NormalizeBatch, TensorImageDataset, train_val_indices
-from src.data.common import per_device_batch_size
+from src.data.classification import ImageDataModule, NormalizeBatch, TensorImageDataset
 from src.utils.errors import DataError
 
 DATASETS = (*classification.STATS, "easy_vqa")
 
 
-class ImageGenerationDataModule(LightningDataModule):
+class ImageGenerationDataModule(ImageDataModule):
     """Serves ``(image, label)`` batches of real images in [-1, 1].
 
     - train/val: the training split, val carved out with ``split_seed`` (as for classification);
@@ -30,6 +28,8 @@ class ImageGenerationDataModule(LightningDataModule):
     - predict: the labels of the first ``num_samples`` test images (all by default), to
       condition the images ``eval.py`` samples.
     """
+
+    resizes = True
 
     def __init__(
         self,
@@ -46,16 +46,10 @@ class ImageGenerationDataModule(LightningDataModule):
         source: str = "auto",
         class_names: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(provides, batch_size, class_names)
         if dataset not in DATASETS:
             raise DataError(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}")
         self.save_hyperparameters(logger=False)
-        self.provides = dict(provides)
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(self.provides["num_classes"])]
-        self.batch_size_per_device = batch_size
-        self.data_train: Dataset | None = None
-        self.data_val: Dataset | None = None
-        self.data_test: Dataset | None = None
         self.data_reference: Dataset | None = None
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,25 +69,8 @@ class ImageGenerationDataModule(LightningDataModule):
             for train in (True, False):
                 self._load(train)
 
-    def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        """Channels and classes must match the files; the spatial size is what images are
-        resized to."""
-        channels, n_classes = images.shape[1], int(targets.max()) + 1
-        declared = self.provides["image_shape"]
-        if channels != declared[0] or n_classes != self.provides["num_classes"]:
-            raise DataError(
-                f"data={self.hparams.dataset} declares image_shape={list(declared)}, num_classes="
-                f"{self.provides['num_classes']} but the files hold {channels}-channel images of {n_classes} "
-                "classes; fix the provides block of its config"
-            )
-
-    def setup(self, stage: str | None = None) -> None:
-        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
-        if self.data_train is not None:
-            return
-        train_images, train_targets = self._load(train=True)
-        self._check_provides(train_images, train_targets)
-        train_idx, val_idx = train_val_indices(len(train_targets), self.hparams.val_size, self.hparams.split_seed)
+    def _build(self) -> None:
+        train_images, train_targets, train_idx, val_idx = self._train_val()
         train_set = TensorImageDataset(train_images, train_targets)
         self.data_train, self.data_val = Subset(train_set, train_idx), Subset(train_set, val_idx)
         self.data_test = TensorImageDataset(*self._load(train=False))
@@ -104,27 +81,13 @@ class ImageGenerationDataModule(LightningDataModule):
         pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         self.data_reference = Subset(train_set, [train_idx[i] for i in pick[:n_test].tolist()])
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
+    def _collate(self) -> Callable:
         channels, *size = self.provides["image_shape"]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size_per_device,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            collate_fn=NormalizeBatch((0.5,) * channels, (0.5,) * channels, size),
-            num_workers=self.hparams.num_workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        return NormalizeBatch((0.5,) * channels, (0.5,) * channels, size)
 
     def train_dataloader(self) -> DataLoader:
         # Full batches only: the discriminator's BatchNorm statistics of a tiny last batch are noise.
         return self._loader(self.data_train, shuffle=True, drop_last=len(self.data_train) > self.batch_size_per_device)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.data_test), self._loader(self.data_reference)]
