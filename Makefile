@@ -38,6 +38,8 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/mnist_time_to_accuracy.py
 	$(PY) benchmarks/fusion_ablation.py
 	$(PY) benchmarks/gan_quality.py
+	$(PY) benchmarks/summarization_throughput.py
+	$(PY) benchmarks/summarization_quality.py
 
 clean:
 	rm -rf logs/train logs/eval .pytest_cache

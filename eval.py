@@ -42,6 +42,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = instantiate_component(cfg.model)
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
+        model.on_load_checkpoint(ckpt)  # as LightningModule.load_from_checkpoint does
     elif getattr(model, "needs_checkpoint", True):
         raise CheckpointError(f"model={choices.get('model', cfg.model._target_)} needs trained weights: "
                               "pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")

@@ -190,6 +190,21 @@ def test_resume_and_weights_only_checkpoint(tmp_path: Path) -> None:
     assert module.hparams.generation["beam_size"] == 2
 
 
+def test_checkpoint_knows_its_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.py on a checkpoint with the data it was trained on works; with a BPE trained on other
+    pairs (same vocabulary size, so the weights would load) it stops with a CheckpointError."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    train(cfg_summ(tmp_path, "transformer", "trainer.max_epochs=1", "test=false", "model.val_generation.max_len=4"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert len(torch.load(last, weights_only=True)["tokenizer_fingerprint"]) == 16
+    overrides = [*data_overrides(tmp_path / "data", tmp_path / "cache"), *model_overrides("transformer"), f"ckpt_path={last}",
+                 "extras.print_config=false", "trainer.enable_progress_bar=false", "model.generation.max_len=4"]
+    metrics, _ = evaluate(compose_cfg("eval", overrides, tmp_path / "eval"))
+    assert 0.0 <= float(metrics["test/rouge1"]) <= 1.0
+    with pytest.raises(CheckpointError, match="trained with another tokenizer"):
+        evaluate(compose_cfg("eval", [*overrides, "data.max_examples.train=12"], tmp_path / "eval_other"))
+
+
 def test_eval_lead3_without_checkpoint(tmp_path: Path) -> None:
     root = synthetic_data_dir(tmp_path / "data")
     overrides = ["model=lead3", *data_overrides(root, tmp_path / "cache"), "extras.print_config=false",

@@ -4,6 +4,7 @@ by ROUGE on generated text and log a table of samples at each validation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from torchmetrics import MeanMetric
 from src.metrics.rouge import ROUGE
 from src.models.nets import decoding
 from src.models.optim import build_optimizers
-from src.utils.errors import ConfigError
+from src.utils.errors import CheckpointError, ConfigError
 
 SAMPLE_COLUMNS = ["article", "reference", "generated"]
 # A sentence ends at . ! ? (then closing quotes/brackets) before whitespace. In cased text the
@@ -46,6 +47,14 @@ def split_sentences(text: str) -> list[str]:
         start = m.end()
     tail = text[start:].strip()
     return [s for s in [*sentences, tail] if s]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of the vocabulary (token -> id). The tokenizer is rebuilt from the data config rather
+    than stored, and weights are meaningless under another vocabulary of the same size (say, a
+    BPE trained on other pairs), so checkpoints carry this to be checked against."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha1(json.dumps(vocab).encode()).hexdigest()[:16]
 
 
 def clean_summary(text: str) -> str:
@@ -150,6 +159,8 @@ class SummarizationModule(RougeEvaluation):
         self.generation = {"val": dict(val_generation or {}), "test": dict(generation or {})}
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.tokenizer: Any | None = None
+        self.fingerprint: str | None = None  # of self.tokenizer
+        self.trained_fingerprint: str | None = None  # of the checkpoint's tokenizer, once one is loaded
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -160,8 +171,26 @@ class SummarizationModule(RougeEvaluation):
         if len(self.tokenizer) > self.net.vocab_size:
             raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the net's vocabulary {self.net.vocab_size}; "
                               "a pretrained model needs its own tokenizer (data.tokenizer.name=<the model's name>)")
+        self.fingerprint = tokenizer_fingerprint(self.tokenizer)
+        self._check_tokenizer()
         if self.hparams.compile and stage == "fit":
             self.net.compile()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.fingerprint is not None:
+            checkpoint["tokenizer_fingerprint"] = self.fingerprint
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Called by Lightning when it restores a run (after ``setup``) and by eval.py (before)."""
+        self.trained_fingerprint = checkpoint.get("tokenizer_fingerprint")
+        self._check_tokenizer()
+
+    def _check_tokenizer(self) -> None:
+        if self.fingerprint and self.trained_fingerprint and self.fingerprint != self.trained_fingerprint:
+            raise CheckpointError(
+                f"the checkpoint was trained with another tokenizer (vocabulary {self.trained_fingerprint}, this data "
+                f"gives {self.fingerprint}); use the data settings it was trained with (data=, data.tokenizer.*, "
+                "data.max_examples.train: the BPE is trained on the training pairs)")
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> decoding.Seq2SeqOutput:
         return self.net(source, target)
