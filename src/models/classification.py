@@ -10,14 +10,52 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from src.models.optim import build_optimizers
 from src.utils.plots import confusion_matrix_figure, log_figure, prediction_grid_figure
 
 
-class ClassificationModule(LightningModule):
+class ClassifierModule(LightningModule):
+    """What the classifiers of this template share (image classification, VQA answers):
+    per-stage metric collections and mean losses, the best validation accuracy so far
+    (``val/acc_best``, for sweeps), channels-last and ``torch.compile`` of the net, and the
+    optimizer set-up. Subclasses call :meth:`_stage_metrics` and give ``_step(batch, stage)``."""
+
+    def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
+        """``{train,val,test}_metrics`` (names prefixed ``stage/``) and ``{train,val,test}_loss``."""
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # Persistent: part of the state_dict, so a resumed run remembers its best epoch so far.
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
+
+    def _step(self, batch: Any, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch, with the stage's loss and metrics updated and logged."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
+            return
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def configure_optimizers(self) -> Any:
+        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
+                                self.hparams.scheduler_interval, self.hparams.monitor)
+
+
+class ClassificationModule(ClassifierModule):
     """Cross-entropy training with accuracy and macro-F1 per stage, best-val tracking, and a
     confusion matrix plus a grid of predictions at test time.
 
@@ -44,33 +82,13 @@ class ClassificationModule(LightningModule):
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        # Persistent: part of the state_dict, so a resumed run remembers its best epoch so far.
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)
+        self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),
+                             "f1": MulticlassF1Score(num_classes, average="macro")})
         self.confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
         self.plot_batch: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def setup(self, stage: str) -> None:
-        # NHWC convolutions are ~1.7x faster on CPU (oneDNN) and on tensor cores.
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        # nn.Module.compile() compiles forward in place: the state_dict keys stay the same, so
-        # checkpoints of compiled runs load into uncompiled nets and vice versa.
-        if self.hparams.compile and stage == "fit":
-            self.net.compile()
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -84,18 +102,6 @@ class ClassificationModule(LightningModule):
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
-            return
-        self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
@@ -124,7 +130,3 @@ class ClassificationModule(LightningModule):
             {"target": int(t), "pred": int(p), "confidence": round(float(c), 6)}
             for t, p, c in zip(y.tolist(), preds.tolist(), conf.tolist())
         ]
-
-    def configure_optimizers(self) -> Any:
-        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
-                                self.hparams.scheduler_interval, self.hparams.monitor)

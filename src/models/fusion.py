@@ -9,19 +9,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.models.optim import build_optimizers
+from src.models.classification import ClassifierModule
 from src.utils.plots import log_figure, prediction_grid_figure
 
 Batch = dict[str, torch.Tensor]
 
 
-class VQAModule(LightningModule):
+class VQAModule(ClassifierModule):
     """Answer classification over all questions of a batch, with accuracy overall and per
     question type (``val/acc``, ``val/acc_shape``, ...), and at test time the errors as a W&B
     table, a JSONL file and a PNG grid in the run dir.
@@ -51,24 +49,11 @@ class VQAModule(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         n = len(answer_names)
         metrics = {"acc": MulticlassAccuracy(n, average="micro")}
-        metrics |= {f"acc_{t}": MulticlassAccuracy(n, average="micro") for t in question_types}
-        collection = MetricCollection(metrics)
-        self.train_metrics = collection.clone(prefix="train/")
-        self.val_metrics = collection.clone(prefix="val/")
-        self.test_metrics = collection.clone(prefix="test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)
+        self._stage_metrics(metrics | {f"acc_{t}": MulticlassAccuracy(n, average="micro") for t in question_types})
         self.errors: list[dict[str, Any]] = []
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.net(batch["image"], batch["question"], batch["image_index"])
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        if self.hparams.compile and stage == "fit":
-            self.net.compile()
 
     def _step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch)
@@ -87,18 +72,6 @@ class VQAModule(LightningModule):
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=n)
         return loss, logits
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
         self.errors = []
@@ -151,7 +124,3 @@ class VQAModule(LightningModule):
             for q, t, a, p, c in zip(batch["question_index"].tolist(), batch["type"].tolist(), batch["answer"].tolist(),
                                      preds.tolist(), conf.tolist())
         ]
-
-    def configure_optimizers(self) -> Any:
-        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
-                                self.hparams.scheduler_interval, self.hparams.monitor)
