@@ -120,3 +120,12 @@ def test_returns_optimized_metric_for_sweeps(cfg_train) -> None:
 
     metrics, _ = train(cfg_train())
     assert 0.0 <= get_metric_value(metrics, "val/acc_best") <= 1.0
+
+
+
+def test_channels_last_setting_reaches_the_net() -> None:
+    module = ClassificationModule(SimpleCNN(1, 10, image_size=8), num_classes=10, channels_last=True)
+    convs = [p for p in module.net.parameters() if p.dim() == 4 and p.shape[1] > 1]  # 1 channel: both layouts agree
+    assert convs and not any(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    module.setup("fit")
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)

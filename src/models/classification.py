@@ -38,6 +38,15 @@ class ClassifierModule(LightningModule):
         """Loss and logits of a batch, with the stage's loss and metrics updated and logged."""
         raise NotImplementedError
 
+    def setup(self, stage: str) -> None:
+        # NHWC convolutions are ~1.7x faster on CPU (oneDNN) and on tensor cores.
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        # nn.Module.compile() compiles forward in place: the state_dict keys stay the same, so
+        # checkpoints of compiled runs load into uncompiled nets and vice versa.
+        if self.hparams.compile and stage == "fit":
+            self.net.compile()
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
