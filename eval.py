@@ -14,12 +14,11 @@ import lightning as L
 from omegaconf import DictConfig
 
 from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
-from src.utils.config import check_compatibility, register_resolvers
+from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.errors import CheckpointError
 from src.utils.instantiate import instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import extras, task_wrapper
-from train import config_choices
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -28,8 +27,7 @@ log = RankedLogger(__name__)
 @task_wrapper
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load the weights (``weights_only=True``), run the test loop, write ``predictions.jsonl``.
-    A model without trained weights (``needs_checkpoint = False``, e.g. Lead-3) runs without
-    ``ckpt_path``."""
+    A net without weights (Lead-3) runs without ``ckpt_path``."""
     choices = config_choices()
     check_compatibility(cfg, choices)
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
@@ -43,7 +41,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
         model.on_load_checkpoint(ckpt)  # as LightningModule.load_from_checkpoint does
-    elif getattr(model, "needs_checkpoint", True):
+    elif model.needs_checkpoint:
         raise CheckpointError(f"model={choices.get('model', cfg.model._target_)} needs trained weights: "
                               "pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     datamodule = instantiate_component(cfg.data)

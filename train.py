@@ -12,11 +12,10 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.run_metadata import RunMetadata
-from src.utils.config import check_compatibility, register_resolvers
+from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.instantiate import instantiate_callbacks, instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import (
@@ -30,13 +29,6 @@ from src.utils.run import (
 
 register_resolvers()
 log = RankedLogger(__name__)
-
-
-def config_choices() -> dict[str, str]:
-    """The option picked in each config group (``model: cnn``...), as Hydra recorded it."""
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
 
 
 @task_wrapper

@@ -6,7 +6,7 @@ Target: FID <= 3x the floor for DCGAN on MNIST.
 Features come from archlab's own classifier of each dataset (offline "Fréchet classifier
 distance"): trained here first with `python train.py model=cnn data=<dataset>`, unless a
 checkpoint is given with --classifier. Each GAN then runs `python train.py
-experiment=mnist_<model> data=<dataset>_gen trainer.max_time=<budget>`, which validates every 250
+experiment=mnist_<model> data=<dataset>_generation trainer.max_time=<budget>`, which validates every 250
 batches and tests the checkpoint with the best val/fid.
 
     DATA_DIR=/path/to/writable/data python benchmarks/gan_quality.py [--minutes 5] [--trainer gpu]
@@ -44,7 +44,7 @@ def classifier(dataset: str, given: dict[str, str], trainer: str, epochs: int, w
 def gan(model: str, dataset: str, ckpt: str, minutes: float, trainer: str, work: Path) -> dict:
     seconds = int(round(minutes * 60))
     budget = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-    metrics, wall = train_py([f"experiment=mnist_{model}", f"data={dataset}_gen", f"data.data_dir={data_dir()}",
+    metrics, wall = train_py([f"experiment=mnist_{model}", f"data={dataset}_generation", f"data.data_dir={data_dir()}",
                               f"trainer={trainer}", f"trainer.max_time={budget}",
                               f"model.metrics.classifier_ckpt={ckpt}"], work / f"{model}_{dataset}")
     fid, floor = float(metrics["test/fid"]), float(metrics["test/fid_floor"])

@@ -31,10 +31,10 @@ def bare_loop(epochs: int) -> None:
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
+    from src.utils.config import compose
     from src.utils.instantiate import instantiate_component
-    from tests.conftest import compose_cfg
 
-    cfg = compose_cfg("train", [f"experiment={EXPERIMENT}", f"trainer.max_epochs={epochs}", f"data.data_dir={data_dir()}"], ROOT / "logs")
+    cfg = compose("train", [f"experiment={EXPERIMENT}", f"trainer.max_epochs={epochs}", f"data.data_dir={data_dir()}"], ROOT / "logs")
     torch.manual_seed(cfg.seed)
     dm = instantiate_component(cfg.data)
     dm.setup()

@@ -1,6 +1,13 @@
-"""Shared fixtures: configs composed with Hydra's compose API and tiny, fast overrides."""
+"""What the test modules share: composed configs, quiet overrides, real-data folders, entry points
+run as a user runs them, synthetic stand-ins for the datasets, and the resume harness."""
 
+from __future__ import annotations
+
+import functools
+import gzip
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -8,41 +15,29 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from lightning import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-from src.utils.config import register_resolvers  # noqa: E402
+from src.data.sources import images  # noqa: E402
+from src.utils.config import compose, group_options, register_resolvers  # noqa: E402
+from train import train  # noqa: E402
 
 register_resolvers()
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))  # the 2 cores CI has, unless told
 
-# Fast settings used by most tests: digits, tiny nets, no progress bar.
-FAST = [
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "extras.print_config=false",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-]
+# No progress bar, config tree or model summary: what every test run leaves out.
+QUIET = ["trainer.enable_progress_bar=false", "extras.print_config=false", "callbacks.rich_progress_bar=null",
+         "callbacks.model_summary=null"]
+FAST = [*QUIET, "trainer.max_epochs=1"]
 
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose a config as ``python <entry>.py <overrides>`` would, with its run dir set to
-    ``output_dir`` (the compose API has no Hydra run dir)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir)
-        cfg.paths.work_dir = str(ROOT)
-    GlobalHydra.instance().clear()
-    return cfg
+    """``python <config_name>.py <overrides>`` composed, its run dir set to ``output_dir``."""
+    return compose(config_name, overrides, output_dir)
 
 
 @pytest.fixture
@@ -50,6 +45,7 @@ def cfg_train(tmp_path: Path):
     return lambda *overrides: compose_cfg("train", [*FAST, *overrides], tmp_path)
 
 
+# -- real data ----------------------------------------------------------------------------------
 @pytest.fixture
 def data_dir() -> Path:
     """A writable copy of ../shared/data (torchvision extracts next to the archives), or the
@@ -72,6 +68,7 @@ def mnist_dir(data_dir: Path, tmp_path_factory) -> Path:
     return copy
 
 
+# -- entry points as a user runs them ---------------------------------------------------------------
 def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run an entry point as a user would; returns the finished process (stdout+stderr merged)."""
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
@@ -80,3 +77,143 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_dirs(log_dir: Path) -> list[Path]:
+    """Every folder Hydra made (it writes .hydra/ in each run/job dir)."""
+    return sorted(p.parent for p in log_dir.rglob(".hydra"))
+
+
+# -- synthetic stand-ins for the datasets --------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def image_shapes() -> dict[str, list[int]]:
+    """The image shape each dataset's data configs declare (before any resizing)."""
+    shapes = {}
+    for name in group_options("data"):
+        cfg = compose("train", [f"data={name}"]).data
+        if cfg.get("dataset") and cfg.provides.task == "classification":
+            shapes[cfg.dataset] = list(cfg.provides.image_shape)
+    return shapes
+
+
+@pytest.fixture
+def synthetic_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every downloadable image dataset becomes random images of the shape its data config declares
+    (10 classes), so the model x data matrix runs in seconds and without the files (real data:
+    test_real_data.py)."""
+    shapes = image_shapes()
+
+    def fake(dataset: str):
+        def read(data_dir: str, train: bool, **options) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(int(train))
+            n = 96 if train else 32
+            return torch.randint(0, 256, (n, *shapes[dataset]), dtype=torch.uint8, generator=g), torch.arange(n) % 10
+        return read
+
+    for name, source in list(images.IMAGE_SOURCES.items()):
+        if source.downloads:
+            monkeypatch.setitem(images.IMAGE_SOURCES, name, images.ImageSource(fake(name), source.mean, source.std))
+
+
+WORDS = ("the cat dog bird sat ran flew over under near big small red blue green house tree river hill "
+         "city road car boat train plane old new quick slow happy sad king queen man woman child").split()
+
+
+def synthetic_pairs(n: int, seed: int = 0, sentences: int = 4) -> list[dict[str, str]]:
+    """Articles of a few capitalised sentences; the highlights are two of them, one per line."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        sents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 7))).capitalize() + "." for _ in range(sentences)]
+        rows.append({"id": f"ex{i}", "article": " ".join(sents), "highlights": f"{sents[0]}\n{sents[2]}"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list, gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def synthetic_pairs_dir(root: Path, n_train: int = 24, n_eval: int = 8, same: bool = False) -> Path:
+    """``root/{train,validation,test}.jsonl``; ``same``: every split holds the training pairs."""
+    train_rows = synthetic_pairs(n_train)
+    write_jsonl(root / "train.jsonl", train_rows)
+    write_jsonl(root / "validation.jsonl", train_rows if same else synthetic_pairs(n_eval, seed=1))
+    write_jsonl(root / "test.jsonl", train_rows if same else synthetic_pairs(n_eval, seed=2))
+    return root
+
+
+def pairs_overrides(root: Path, cache: Path, vocab_size: int = 400) -> list[str]:
+    """data=cnn_dailymail_pg on ``root``, with a small BPE cached in ``cache`` and short sequences."""
+    return ["data=cnn_dailymail_pg", f"data.data_dir={root}", f"data.tokenizer.cache_dir={cache}",
+            f"data.tokenizer.vocab_size={vocab_size}", "data.max_source_len=64", "data.max_target_len=24",
+            "data.batch_size=4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    """A 1+1-layer BART with the byte-level BPE of the synthetic pairs, saved like a hub model:
+    what ``model=hf_seq2seq`` loads by name when online."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from src.data.tokenizers import train_bpe
+
+    out = tmp_path_factory.mktemp("tiny_bart")
+    pairs = synthetic_pairs(24)
+    tok = train_bpe([p["article"] for p in pairs] + [p["highlights"] for p in pairs], 400, 2)
+    tok.save_pretrained(out)
+    config = BartConfig(vocab_size=len(tok), d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
+                        forced_bos_token_id=None, dropout=0.0)
+    torch.manual_seed(0)
+    BartForConditionalGeneration(config).save_pretrained(out)
+    return out
+
+
+# -- resume harness -----------------------------------------------------------------------------------
+class StopAfterEpochs(Callback):
+    """Simulates an interrupted run: stops after ``epochs`` epochs (last.ckpt is written)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.should_stop = trainer.current_epoch + 1 >= self.epochs
+
+
+def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=True)["state_dict"]
+
+
+def full_interrupted_resumed(common: list[str], tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Run ``common`` for its epochs uninterrupted; again stopped after epoch 1; then resumed
+    from that run's last.ckpt. Returns the three last.ckpt paths."""
+    train(compose_cfg("train", common, tmp_path / "full"))
+    first = compose_cfg("train", common, tmp_path / "first")
+    with open_dict(first):
+        first.callbacks.stop = {"_target_": "tests.conftest.StopAfterEpochs", "epochs": 1}
+    train(first)
+    interrupted = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(interrupted, weights_only=True)["epoch"] == 0
+    train(compose_cfg("train", [*common, f"ckpt_path={interrupted}"], tmp_path / "resumed"))
+    return tmp_path / "full" / "checkpoints" / "last.ckpt", interrupted, tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+
+
+def metrics_csv(run: Path) -> dict[str, str]:
+    """The last logged value of every metric in a run's CSV log."""
+    rows = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header, last = rows[0].split(","), {}
+    for row in rows[1:]:
+        last.update({k: v for k, v in zip(header, row.split(",")) if v})
+    return last
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

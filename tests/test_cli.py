@@ -7,15 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
-
-QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
-         "trainer.enable_progress_bar=false"]
-
-
-def run_dirs(log_dir: Path) -> list[Path]:
-    """Every folder Hydra made (it writes .hydra/ in each run/job dir)."""
-    return sorted(p.parent for p in log_dir.rglob(".hydra"))
+from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs
 
 
 def test_model_data_mismatch_is_one_clear_line(tmp_path: Path) -> None:
@@ -44,15 +36,13 @@ def trained_run(tmp_path_factory) -> Path:
 
 def test_eval_reproduces_test_metrics_and_writes_predictions(trained_run: Path, tmp_path: Path) -> None:
     best = next((trained_run / "checkpoints").glob("epoch_*.ckpt"))
-    proc = run_cli(["eval.py", f"ckpt_path={best}", f"paths.log_dir={tmp_path}", *QUIET[:1]])
+    proc = run_cli(["eval.py", f"ckpt_path={best}", f"paths.log_dir={tmp_path}", "extras.print_config=false"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 360 and set(rows[0]) == {"target", "pred", "confidence"}  # digits test split
     acc = sum(r["pred"] == r["target"] for r in rows) / len(rows)
-    train_log = (trained_run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
-    header, last = train_log[0].split(","), train_log[-1].split(",")
-    assert acc == pytest.approx(float(last[header.index("test/acc")]), abs=1e-6)
+    assert acc == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,66 +1,93 @@
-"""Every config composes, and every model x compatible data pair instantiates."""
+"""Every config composes and resolves; the compatibility check; config wiring."""
 
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from src.utils.config import CONFIG_DIR, check_compatibility
+from src.utils.config import CONFIG_DIR, check_compatibility, compatible_pairs, group_options, option_tasks
 from src.utils.errors import ConfigError
-from src.utils.instantiate import instantiate_component
 from tests.conftest import compose_cfg
 
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-
-
-def compatible_pairs(task: str | None = None) -> list[tuple[str, str]]:
-    """Every (model, data) pair whose tasks match, optionally of one task only."""
-    tasks = {m: OmegaConf.load(CONFIG_DIR / "model" / f"{m}.yaml").task for m in options("model")}
-    provides = {d: OmegaConf.load(CONFIG_DIR / "data" / f"{d}.yaml").provides.task for d in options("data")}
-    return [(m, d) for m in tasks for d in provides if tasks[m] == provides[d] and task in (None, tasks[m])]
+TASKS = {"classification", "generation", "vqa", "summarization"}
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"])
 def test_every_option_composes(group: str, tmp_path: Path) -> None:
-    for name in options(group):
+    for name in group_options(group):
         cfg = compose_cfg("train", [f"{group}={name}"], tmp_path)
-        assert cfg.model and cfg.data, (group, name)
         OmegaConf.to_container(cfg.trainer, resolve=True)
+        OmegaConf.to_container(cfg.model, resolve=True)
+        OmegaConf.to_container(cfg.data, resolve=True)
 
 
-@pytest.mark.parametrize(("model", "data"), compatible_pairs())
-def test_model_data_pairs_instantiate(model: str, data: str, tmp_path: Path) -> None:
-    if model == "hf_seq2seq":
-        pytest.skip("its default (t5-small) is a hub download; test_summarization.py builds a tiny local model")
-    cfg = compose_cfg("train", [f"model={model}", f"data={data}"], tmp_path)
-    check_compatibility(cfg, {"model": model, "data": data})
-    module = instantiate_component(cfg.model)
-    datamodule = instantiate_component(cfg.data)
-    if "num_classes" in datamodule.provides:
-        assert module.hparams.num_classes == datamodule.provides["num_classes"]
+@pytest.mark.parametrize("entry", ["train", "eval"])
+def test_every_pair_resolves(entry: str, tmp_path: Path) -> None:
+    """Each compatible model/data pair composes under both entry points with every interpolation
+    (``${data.provides.*}``) resolved: a model reading what its data does not provide fails here."""
+    for model, data in compatible_pairs():
+        cfg = compose_cfg(entry, [f"model={model}", f"data={data}"], tmp_path)
+        check_compatibility(cfg, {"model": model, "data": data})
+        OmegaConf.to_container(cfg.model, resolve=True)
+        OmegaConf.to_container(cfg.data, resolve=True)
 
 
-def test_eval_config_composes(tmp_path: Path) -> None:
-    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt"], tmp_path)
-    assert cfg.ckpt_path == "x.ckpt" and cfg.task_name == "eval"
+def test_every_model_and_data_declares_a_known_task() -> None:
+    """Inherited configs (wgan_gp from dcgan, mnist from digits) declare their task through the
+    composed config; every task has at least one model and one dataset."""
+    models, data = option_tasks("model", "task"), option_tasks("data", "provides.task")
+    assert set(models.values()) == set(data.values()) == TASKS, (models, data)
+    assert models["wgan_gp"] == "generation" and data["mnist_generation"] == "generation"
 
 
 def test_mismatch_lists_compatible_options(tmp_path: Path) -> None:
     cfg = compose_cfg("train", [], tmp_path)
-    cfg.data.provides.task = "text_summarization"
+    cfg.data.provides.task = "summarization"
     with pytest.raises(ConfigError) as e:
         check_compatibility(cfg, {"model": "cnn", "data": "toy_text"})
     msg = str(e.value)
     assert "model=cnn" in msg and "data=toy_text" in msg
-    assert "digits, fashion_mnist, mnist" in msg.replace("cifar10, ", "")
+    assert "Data for model=cnn: cifar10, digits, fashion_mnist, mnist." in msg
+    assert "Models for data=toy_text: hf_seq2seq, lead3, lstm, transformer." in msg
 
 
 def test_data_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "somewhere"))
     cfg = compose_cfg("train", ["data=mnist"], tmp_path)
     assert cfg.data.data_dir == str(tmp_path / "somewhere")
+
+
+def test_experiments_state_only_what_differs() -> None:
+    """An experiment that restates its model's or data's default drifts when the default changes:
+    every leaf an experiment sets under model/data must differ from what it overrides."""
+    for name in group_options("experiment"):
+        raw = OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml")
+        for group in ("model", "data"):
+            if group not in raw:
+                continue
+            choice = next(d[f"override /{group}"] for d in composed_defaults(name) if f"override /{group}" in d)
+            base = compose_cfg("train", [f"{group}={choice}"], Path("/unused"))[group]
+            for key, value in flatten(OmegaConf.to_container(raw[group])).items():
+                assert OmegaConf.select(base, key) != value, f"experiment={name} restates {group}.{key}={value}"
+
+
+def composed_defaults(name: str) -> list[dict]:
+    """The defaults list of an experiment, following experiments it inherits from."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "experiment" / f"{name}.yaml"))
+    entries = [d for d in raw.get("defaults", []) if isinstance(d, dict)]
+    for parent in (d for d in raw.get("defaults", []) if isinstance(d, str) and d != "_self_"):
+        entries += composed_defaults(parent)
+    return entries
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "local"])

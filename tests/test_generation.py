@@ -10,21 +10,23 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from src.data.classification import load_digits_split
-from src.data.generation import ImageGenerationDataModule
-from src.metrics.image_quality import ClassCoverage, Precomputed, load_classifier_features
-from src.models.generation import GANModule
+from src.data.generation import GenerationDataModule
+from src.data.sources.images import load_digits_split
+from src.metrics.image_quality import (
+    DEFAULT_METRICS,
+    ClassCoverage,
+    ImageQualityMetrics,
+    PixelFeatures,
+    Precomputed,
+    load_classifier_features,
+)
+from src.models.generation import GenerationModule
 from src.models.nets.gan import GAN, DCGANDiscriminator, DCGANGenerator
 from src.utils.errors import ConfigError, DataError
-from tests.conftest import FAST, compose_cfg, run_cli
-from tests.test_configs import compatible_pairs
-from tests.test_train import final_weights, full_interrupted_resumed, synthetic_torchvision  # noqa: F401 (a fixture)
+from tests.conftest import FAST, compose_cfg, final_weights, full_interrupted_resumed, metrics_csv, run_cli
 from train import train
 
-# RGB datasets (32x32, 64x64) cost ~15 s each: long tests
-GAN_PAIRS = [pytest.param(m, d, marks=[pytest.mark.slow] if d in ("cifar10_gen", "easy_vqa_gen") else [])
-             for m, d in compatible_pairs("image_generation")]
-DIGITS = {"task": "image_generation", "image_shape": [1, 8, 8], "num_classes": 10}
+DIGITS = {"task": "generation", "image_shape": [1, 8, 8], "num_classes": 10}
 
 
 # -- nets -------------------------------------------------------------------------------------
@@ -50,7 +52,7 @@ def test_net_rejects_impossible_sizes() -> None:
 
 # -- data -------------------------------------------------------------------------------------
 def test_data_in_tanh_range_resized_with_floor_reference() -> None:
-    dm = ImageGenerationDataModule("digits", {**DIGITS, "image_shape": [1, 16, 16]}, batch_size=32)
+    dm = GenerationDataModule("digits", {**DIGITS, "image_shape": [1, 16, 16]}, batch_size=32)
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 1, 16, 16) and y.dtype == torch.int64
@@ -63,20 +65,9 @@ def test_data_in_tanh_range_resized_with_floor_reference() -> None:
 
 
 def test_data_declaration_is_checked() -> None:
-    dm = ImageGenerationDataModule("digits", {**DIGITS, "image_shape": [3, 8, 8]})
+    dm = GenerationDataModule("digits", {**DIGITS, "image_shape": [3, 8, 8]})
     with pytest.raises(DataError, match="1-channel images of 10 classes"):
         dm.setup()
-
-
-# -- every model x dataset ----------------------------------------------------------------------
-@pytest.mark.parametrize(("model", "data"), GAN_PAIRS)
-def test_fast_dev_run(model: str, data: str, cfg_train, synthetic_torchvision) -> None:  # noqa: F811
-    cfg = cfg_train(f"model={model}", f"data={data}", "trainer.fast_dev_run=true", "data.batch_size=16",
-                    "data.num_workers=0", "data.val_size=16", "data.pin_memory=false")
-    with pytest.warns(UserWarning, match="classifier_ckpt is not set"):
-        metrics, _ = train(cfg)
-    for key in ("train/d_loss", "train/g_loss", "test/fid", "test/fid_floor", "test/kid"):
-        assert torch.isfinite(metrics[key]), (key, metrics)
 
 
 # -- both optimizers step -------------------------------------------------------------------
@@ -113,7 +104,8 @@ class StepProbe(Callback):
     ("wgan_gp", 2, ["d", "g", "d", "d", "g"]),  # G steps on the first batch of every n_critic
 ])
 def test_both_optimizers_step_and_only_their_net(model: str, n_critic: int, expected: list[str], cfg_train) -> None:
-    cfg = cfg_train(f"model={model}", "data=digits_gen", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    cfg = cfg_train(f"model={model}", "data=digits_generation", "model.metrics.feature=pixels",
+                    "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
                     "test=false", f"model.n_critic={n_critic}", "model.conditional=true")
     with open_dict(cfg):
         cfg.callbacks.probe = {"_target_": "tests.test_generation.StepProbe"}
@@ -135,7 +127,7 @@ def classifier_ckpt(tmp_path_factory) -> Path:
 
 def test_fid_is_zero_for_real_vs_real_and_large_for_noise(classifier_ckpt: Path) -> None:
     extractor = load_classifier_features(classifier_ckpt, DIGITS["image_shape"], "digits")
-    dm = ImageGenerationDataModule("digits", DIGITS, batch_size=360)
+    dm = GenerationDataModule("digits", DIGITS, batch_size=360)
     dm.setup()
     (test, _), (reference, _) = (next(iter(loader)) for loader in dm.test_dataloader())
 
@@ -149,6 +141,13 @@ def test_fid_is_zero_for_real_vs_real_and_large_for_noise(classifier_ckpt: Path)
     noise = fid(torch.rand_like(test) * 2 - 1, test)
     assert abs(same) < 1e-3 * floor
     assert noise > 20 * floor, (same, floor, noise)
+
+
+def test_without_a_classifier_fid_falls_back_to_pixels_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="classifier_ckpt is not set"):
+        quality = ImageQualityMetrics(DEFAULT_METRICS, [1, 8, 8], 10)
+    assert isinstance(quality.extractor, PixelFeatures) and quality.coverage is None
+    assert not quality.state_dict()  # nothing of it lands in checkpoints
 
 
 def test_class_coverage() -> None:
@@ -171,7 +170,7 @@ def test_classifier_of_another_dataset_is_refused(classifier_ckpt: Path) -> None
 def trained_gan(classifier_ckpt: Path, tmp_path_factory) -> Path:
     """A class-conditional DCGAN on digits, scored with the digits classifier."""
     out = tmp_path_factory.mktemp("gan")
-    train(compose_cfg("train", [*FAST, "model=dcgan", "data=digits_gen", "trainer.max_epochs=2",
+    train(compose_cfg("train", [*FAST, "model=dcgan", "data=digits_generation", "trainer.max_epochs=2",
                                 "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
                                 "model.conditional=true", f"model.metrics.classifier_ckpt={classifier_ckpt}",
                                 "model.metrics.kid_subset_size=100"], out))
@@ -179,12 +178,11 @@ def trained_gan(classifier_ckpt: Path, tmp_path_factory) -> Path:
 
 
 def test_run_logs_metrics_grids_and_weights_only_checkpoint(trained_gan: Path) -> None:
-    rows = (trained_gan / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
-    header, values = rows[0].split(","), dict(zip(rows[0].split(","), rows[-1].split(",")))
+    values = metrics_csv(trained_gan)
     for key in ("test/fid", "test/fid_floor", "test/kid", "test/coverage", "test/class_kl"):
-        assert key in header and values[key], key
+        assert values.get(key), key
     assert 0 <= float(values["test/coverage"]) <= 1 and float(values["test/fid_floor"]) > 0
-    assert "train/d_real_step" in header and "train/d_fake_step" in header and "val/fid" in header
+    assert {"train/d_real_step", "train/d_fake_step", "val/fid"} <= set(values)
     assert (trained_gan / "samples" / "epoch_001.png").stat().st_size > 1000
     assert (trained_gan / "samples.png").stat().st_size > 1000
 
@@ -195,14 +193,14 @@ def test_run_logs_metrics_grids_and_weights_only_checkpoint(trained_gan: Path) -
     net_cfg = ckpt["archlab"]["config"]["model"]["net"]
     net = GAN(DCGANGenerator(**{k: v for k, v in net_cfg["generator"].items() if k != "_target_"}),
               DCGANDiscriminator(**{k: v for k, v in net_cfg["discriminator"].items() if k != "_target_"}))
-    module = GANModule.load_from_checkpoint(ckpt_path, net=net, weights_only=True)
+    module = GenerationModule.load_from_checkpoint(ckpt_path, net=net, weights_only=True)
     assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in module.state_dict().items())
 
 
 @pytest.mark.slow  # a subprocess: ~30 s
 def test_eval_samples_images_and_reproduces_test_metrics(trained_gan: Path, classifier_ckpt: Path, tmp_path: Path) -> None:
     best = next((trained_gan / "checkpoints").glob("epoch_*.ckpt"))
-    proc = run_cli(["eval.py", f"ckpt_path={best}", "model=dcgan", "data=digits_gen", "model.conditional=true",
+    proc = run_cli(["eval.py", f"ckpt_path={best}", "model=dcgan", "data=digits_generation", "model.conditional=true",
                     f"model.metrics.classifier_ckpt={classifier_ckpt}", "data.num_samples=50",
                     f"paths.log_dir={tmp_path}", "extras.print_config=false"])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -213,10 +211,7 @@ def test_eval_samples_images_and_reproduces_test_metrics(trained_gan: Path, clas
     # one image per test label, in order (conditional), each judged by the classifier
     assert [r["label"] for r in rows] == load_digits_split(0.2, 42)[False][1][:50].tolist()
     assert all(0 <= r["pred"] < 10 and 0.1 <= r["confidence"] <= 1 for r in rows)
-    metrics = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
-    evaluated = dict(zip(metrics[0].split(","), metrics[-1].split(",")))
-    trained = (trained_gan / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
-    trained = dict(zip(trained[0].split(","), trained[-1].split(",")))
+    evaluated, trained = metrics_csv(run), metrics_csv(trained_gan)
     for key in ("test/fid", "test/fid_floor", "test/coverage"):
         assert float(evaluated[key]) == pytest.approx(float(trained[key]), rel=1e-4), key
 
@@ -226,7 +221,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     """WGAN-GP (gradient penalty, n_critic, conditional, per-epoch LR decay of both optimizers):
     interrupted after epoch 1 and resumed == 2 uninterrupted epochs, bit for bit, for G, D, the
     EMA generator, both optimizers and both schedulers."""
-    common = [*FAST, "model=wgan_gp", "data=digits_gen", "trainer.deterministic=true", "trainer.max_epochs=2",
+    common = [*FAST, "model=wgan_gp", "data=digits_generation", "model.metrics.feature=pixels", "trainer.deterministic=true", "trainer.max_epochs=2",
               "trainer.limit_train_batches=7", "trainer.limit_val_batches=2", "model.n_critic=3", "model.conditional=true", "test=false",
               "model.scheduler={_target_: torch.optim.lr_scheduler.ExponentialLR, _partial_: true, gamma: 0.5}"]
     full, interrupted, resumed = full_interrupted_resumed(common, tmp_path)

@@ -2,16 +2,15 @@
 
 from pathlib import Path
 
-from tests.conftest import compose_cfg
+from tests.conftest import QUIET, compose_cfg
 from train import train
 
 
 def test_mnist_from_data_dir_learns(mnist_dir: Path, tmp_path: Path) -> None:
     """200 steps of the CNN on real MNIST, then the full 10k test set: >= 97 %."""
     cfg = compose_cfg("train", [
-        "data=mnist", f"data.data_dir={mnist_dir}", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=200", "trainer.limit_val_batches=10", "trainer.enable_progress_bar=false",
-        "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
+        *QUIET, "data=mnist", f"data.data_dir={mnist_dir}", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=200", "trainer.limit_val_batches=10",
     ], tmp_path)
     metrics, objects = train(cfg)
     dm = objects["datamodule"]

@@ -7,18 +7,15 @@ import torch
 
 from src.models.classification import ClassificationModule
 from src.models.nets.cnn import SimpleCNN
-from tests.conftest import compose_cfg, run_cli
-from tests.test_cli import QUIET, run_dirs
+from tests.conftest import QUIET, compose_cfg, run_cli, run_dirs
 from train import train
 
 pytestmark = pytest.mark.slow
 
 
 def test_compiled_run_checkpoint_loads_uncompiled(tmp_path: Path) -> None:
-    cfg = compose_cfg("train", ["model.compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
-                                "trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false",
-                                "extras.print_config=false", "callbacks.rich_progress_bar=null",
-                                "callbacks.model_summary=null"], tmp_path)
+    cfg = compose_cfg("train", [*QUIET, "model.compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
+                                "trainer.limit_val_batches=2", "test=false"], tmp_path)
     _, objects = train(cfg)
     assert hasattr(objects["model"].net, "_compiled_call_impl") and objects["model"].net._compiled_call_impl
     ckpt = tmp_path / "checkpoints" / "last.ckpt"

@@ -1,5 +1,4 @@
-"""Summarization models end to end: decoding, fast_dev_run of every model, overfitting a handful
-of pairs, resume and weights_only checkpoints, eval.py without a checkpoint (Lead-3), real data."""
+"""Summarization models end to end: decoding, overfitting a handful of pairs, resume and weights_only checkpoints, eval.py without a checkpoint (Lead-3), real data."""
 
 import json
 import math
@@ -7,45 +6,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
 
 from eval import evaluate
-from src.data.summarization import train_bpe
 from src.models.nets.decoding import ban_repeated_ngrams, beam_search, greedy_search
 from src.models.nets.lstm import PointerGeneratorLSTM
 from src.models.nets.transformer import TransformerSeq2Seq
 from src.models.summarization import SummarizationModule
 from src.utils.errors import CheckpointError
-from tests.conftest import FAST, compose_cfg
-from tests.test_summarization_data import data_overrides, synthetic_data_dir, synthetic_pairs
+from tests.conftest import FAST, compose_cfg, final_weights, full_interrupted_resumed, pairs_overrides, synthetic_pairs_dir
 from train import train
 
 TINY = {
     "transformer": ["model.net.dim=64", "model.net.num_heads=4", "model.net.encoder_layers=2", "model.net.decoder_layers=2",
                     "model.net.ff_hidden=128", "model.net.dropout=0.0"],
     "lstm": ["model.net.embed_dim=64", "model.net.hidden=64", "model.net.coverage=true"],
-    "hf_seq2seq": [],  # + the tiny saved model, see hf_dir
+    "hf_seq2seq": [],  # + the tiny saved model (conftest.tiny_hf_dir)
 }
 GENERATION = ["model.generation.max_len=30", "model.generation.min_len=0", "model.generation.beam_size=2",
               "model.generation.no_repeat_ngram=0", "model.val_generation.max_len=30", "model.val_generation.no_repeat_ngram=0"]
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory) -> Path:
-    """A 1+1-layer BART with the byte-level BPE of the synthetic pairs, saved like a hub model."""
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    out = tmp_path_factory.mktemp("tiny_bart")
-    pairs = synthetic_pairs(24)
-    tok = train_bpe([p["article"] for p in pairs] + [p["highlights"] for p in pairs], 400, 2)
-    tok.save_pretrained(out)
-    config = BartConfig(vocab_size=len(tok), d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
-                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
-                        forced_bos_token_id=None, dropout=0.0)
-    torch.manual_seed(0)
-    BartForConditionalGeneration(config).save_pretrained(out)
-    return out
 
 
 def model_overrides(model: str, hf_dir: Path | None = None) -> list[str]:
@@ -125,17 +103,10 @@ def test_no_repeat_ngram_ban() -> None:
 # ------------------------------------------------------------------------------ training runs
 def cfg_summ(tmp_path: Path, model: str, *overrides: str, hf_dir: Path | None = None, same: bool = False,
              n_train: int = 24):
-    root = synthetic_data_dir(tmp_path / "data", n_train=n_train, same=same)
+    root = synthetic_pairs_dir(tmp_path / "data", n_train=n_train, same=same)
     fast = [o for o in FAST if "callbacks=none" not in overrides or not o.startswith("callbacks.")]
-    return compose_cfg("train", [*fast, *data_overrides(root, tmp_path / "cache"), *model_overrides(model, hf_dir),
+    return compose_cfg("train", [*fast, *pairs_overrides(root, tmp_path / "cache"), *model_overrides(model, hf_dir),
                                  *overrides], tmp_path / "run")
-
-
-@pytest.mark.parametrize("model", ["transformer", "lstm", "hf_seq2seq"])
-def test_fast_dev_run(model: str, tmp_path: Path, hf_dir: Path) -> None:
-    metrics, _ = train(cfg_summ(tmp_path, model, "trainer.fast_dev_run=true", hf_dir=hf_dir))
-    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
-    assert {"test/rouge1", "test/rouge2", "test/rougeL", "test/rougeLsum"} <= set(metrics)
 
 
 OVERFIT = {  # steps (epochs of one batch), learning rate and warm-up for each model to memorise 4 pairs
@@ -147,12 +118,12 @@ OVERFIT = {  # steps (epochs of one batch), learning rate and warm-up for each m
 
 @pytest.mark.parametrize("model", ["transformer", pytest.param("lstm", marks=pytest.mark.slow),
                                    pytest.param("hf_seq2seq", marks=pytest.mark.slow)])
-def test_overfits_a_handful_of_pairs(model: str, tmp_path: Path, hf_dir: Path) -> None:
+def test_overfits_a_handful_of_pairs(model: str, tmp_path: Path, tiny_hf_dir: Path) -> None:
     """Trained on 4 pairs (test split = the same pairs), beam search reproduces every target."""
     steps, lr, warmup = OVERFIT[model]
     cfg = cfg_summ(tmp_path, model, f"trainer.max_epochs={steps}", f"model.optimizer.lr={lr}", "callbacks=none", "+trainer.enable_checkpointing=false",
                    "trainer.limit_val_batches=0", "model.label_smoothing=0.0", warmup,
-                   hf_dir=hf_dir, same=True, n_train=4)
+                   hf_dir=tiny_hf_dir, same=True, n_train=4)
     metrics, objects = train(cfg)
     assert metrics["test/rouge1"] == pytest.approx(1.0) and metrics["test/rougeLsum"] == pytest.approx(1.0), metrics
     module, dm = objects["model"], objects["datamodule"]
@@ -164,23 +135,16 @@ def test_resume_and_weights_only_checkpoint(tmp_path: Path) -> None:
     """A 2-epoch run == 1 epoch + resume from last.ckpt (dropout on, so RNG state matters too);
     checkpoints load with weights_only=True; each validation writes its sample rows."""
     # save_top_k=-1: Lightning 2.6 refreshes last.ckpt only at epochs that save a top-k checkpoint
-    common = ["trainer.deterministic=true", "trainer.max_epochs=2", "model.net.dropout=0.2", "test=false",
+    root = synthetic_pairs_dir(tmp_path / "data")
+    common = [*FAST, *pairs_overrides(root, tmp_path / "cache"), *model_overrides("transformer"),
+              "trainer.deterministic=true", "trainer.max_epochs=2", "model.net.dropout=0.2", "test=false",
               "model.val_generation.max_len=8", "data.batch_size=8", "callbacks.model_checkpoint.save_top_k=-1"]
-    train(cfg_summ(tmp_path / "full", "transformer", *common))
-    first = cfg_summ(tmp_path / "first", "transformer", *common)
-    with open_dict(first):
-        first.callbacks.stop = {"_target_": "tests.test_train.StopAfterEpochs", "epochs": 1}
-    train(first)
-    last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["epoch"] == 0
-    train(cfg_summ(tmp_path / "resumed", "transformer", *common, f"ckpt_path={last}"))
-    a = torch.load(tmp_path / "full" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    full, last, resumed = full_interrupted_resumed(common, tmp_path)
+    a, b, c = final_weights(full), final_weights(resumed), final_weights(last)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    c = torch.load(last, weights_only=True)["state_dict"]
     assert not torch.equal(a["net.embed.weight"], c["net.embed.weight"])
 
-    rows = [json.loads(line) for line in (tmp_path / "full" / "run" / "val_samples.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "full" / "val_samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 8 and set(rows[0]) == {"article", "reference", "generated", "epoch", "step"}
     assert [r["epoch"] for r in rows[::8]] == [0, 1]
 
@@ -197,7 +161,7 @@ def test_checkpoint_knows_its_tokenizer(tmp_path: Path, monkeypatch: pytest.Monk
     train(cfg_summ(tmp_path, "transformer", "trainer.max_epochs=1", "test=false", "model.val_generation.max_len=4"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert len(torch.load(last, weights_only=True)["tokenizer_fingerprint"]) == 16
-    overrides = [*data_overrides(tmp_path / "data", tmp_path / "cache"), *model_overrides("transformer"), f"ckpt_path={last}",
+    overrides = [*pairs_overrides(tmp_path / "data", tmp_path / "cache"), *model_overrides("transformer"), f"ckpt_path={last}",
                  "extras.print_config=false", "trainer.enable_progress_bar=false", "model.generation.max_len=4"]
     metrics, _ = evaluate(compose_cfg("eval", overrides, tmp_path / "eval"))
     assert 0.0 <= float(metrics["test/rouge1"]) <= 1.0
@@ -206,8 +170,8 @@ def test_checkpoint_knows_its_tokenizer(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_eval_lead3_without_checkpoint(tmp_path: Path) -> None:
-    root = synthetic_data_dir(tmp_path / "data")
-    overrides = ["model=lead3", *data_overrides(root, tmp_path / "cache"), "extras.print_config=false",
+    root = synthetic_pairs_dir(tmp_path / "data")
+    overrides = ["model=lead3", *pairs_overrides(root, tmp_path / "cache"), "extras.print_config=false",
                  "trainer.enable_progress_bar=false"]
     metrics, objects = evaluate(compose_cfg("eval", overrides, tmp_path / "run"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
@@ -221,9 +185,9 @@ def test_eval_lead3_without_checkpoint(tmp_path: Path) -> None:
 
 def test_eval_without_checkpoint_is_a_checkpoint_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    root = synthetic_data_dir(tmp_path / "data")
+    root = synthetic_pairs_dir(tmp_path / "data")
     with pytest.raises(CheckpointError, match="model=.*needs trained weights: pass ckpt_path="):
-        evaluate(compose_cfg("eval", ["model=transformer", *data_overrides(root, tmp_path / "cache"),
+        evaluate(compose_cfg("eval", ["model=transformer", *pairs_overrides(root, tmp_path / "cache"),
                                       "extras.print_config=false"], tmp_path / "run"))
 
 

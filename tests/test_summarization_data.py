@@ -1,62 +1,23 @@
 """Summarization data: JSONL reading, split substitution, BPE training and its cache, batches."""
 
-import gzip
-import json
 import logging
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from src.data.summarization import LengthGroupedSampler, SummarizationDataModule, read_jsonl
+from src.data.samplers import LengthGroupedSampler
+from src.data.sources import text_pairs
+from src.data.sources.text_pairs import read_jsonl
+from src.data.summarization import SummarizationDataModule
 from src.utils.errors import DataError
 from src.utils.instantiate import instantiate_component
-from tests.conftest import compose_cfg
-
-WORDS = ("the cat dog bird sat ran flew over under near big small red blue green house tree river hill "
-         "city road car boat train plane old new quick slow happy sad king queen man woman child").split()
-
-
-def synthetic_pairs(n: int, seed: int = 0, sentences: int = 4) -> list[dict[str, str]]:
-    """Articles of a few capitalised sentences; the highlights are two of them, one per line."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        sents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 7))).capitalize() + "." for _ in range(sentences)]
-        rows.append({"id": f"ex{i}", "article": " ".join(sents), "highlights": f"{sents[0]}\n{sents[2]}"})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list, gz: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(text.encode()))
-    else:
-        path.write_text(text)
-    return path
-
-
-def synthetic_data_dir(root: Path, n_train: int = 24, n_eval: int = 8, same: bool = False) -> Path:
-    """``root/{train,validation,test}.jsonl``; ``same``: every split holds the training pairs."""
-    train = synthetic_pairs(n_train)
-    write_jsonl(root / "train.jsonl", train)
-    write_jsonl(root / "validation.jsonl", train if same else synthetic_pairs(n_eval, seed=1))
-    write_jsonl(root / "test.jsonl", train if same else synthetic_pairs(n_eval, seed=2))
-    return root
-
-
-def data_overrides(root: Path, cache: Path, vocab_size: int = 400) -> list[str]:
-    return ["data=cnn_dailymail_pg", f"data.data_dir={root}", f"data.tokenizer.cache_dir={cache}",
-            f"data.tokenizer.vocab_size={vocab_size}", "data.max_source_len=64", "data.max_target_len=24",
-            "data.batch_size=4"]
+from tests.conftest import compose_cfg, pairs_overrides, synthetic_pairs, synthetic_pairs_dir, write_jsonl
 
 
 def make_datamodule(tmp_path: Path, *overrides: str, root: Path | None = None) -> SummarizationDataModule:
-    root = root or synthetic_data_dir(tmp_path / "data")
-    cfg = compose_cfg("train", [*data_overrides(root, tmp_path / "cache"), *overrides], tmp_path)
+    root = root or synthetic_pairs_dir(tmp_path / "data")
+    cfg = compose_cfg("train", [*pairs_overrides(root, tmp_path / "cache"), *overrides], tmp_path)
     return instantiate_component(cfg.data)
 
 
@@ -85,12 +46,10 @@ def test_missing_split_names_the_substitute(tmp_path: Path) -> None:
 
 def test_hub_failure_offline_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """data=cnn_dailymail downloads missing splits; when that fails, the error says what to do."""
-    from src.data import summarization
-
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach the Hugging Face Hub")
 
-    monkeypatch.setattr(summarization, "download_split", offline)
+    monkeypatch.setattr(text_pairs, "download_split", offline)
     root = tmp_path / "data"
     write_jsonl(root / "validation.jsonl", synthetic_pairs(6))
     cfg = compose_cfg("train", ["data=cnn_dailymail", f"data.data_dir={root}"], tmp_path)

@@ -1,43 +1,13 @@
-"""End-to-end training through ``train(cfg)``: every model x data pair, resume, checkpoints."""
+"""End-to-end training through ``train(cfg)``: learning, resume, checkpoints."""
 
 from pathlib import Path
 
-import pytest
 import torch
-from lightning import Callback, LightningModule, Trainer
-from omegaconf import open_dict
 
-from src.data import classification
 from src.models.classification import ClassificationModule
 from src.models.nets.cnn import SimpleCNN
-from tests.conftest import compose_cfg
-from tests.test_configs import compatible_pairs
+from tests.conftest import QUIET, final_weights, full_interrupted_resumed
 from train import train
-
-
-@pytest.fixture
-def synthetic_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Replace torchvision downloads with random images of each dataset's real shape, so the
-    model x data matrix runs in seconds and without the files (real data: test_real_data.py)."""
-    shapes = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
-    def fake(name: str, root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(int(train))
-        n = 96 if train else 32
-        targets = torch.arange(n) % 10
-        return torch.randint(0, 256, (n, *shapes[name]), dtype=torch.uint8, generator=g), targets
-
-    monkeypatch.setattr(classification, "load_torchvision", fake)
-
-
-@pytest.mark.parametrize(("model", "data"), compatible_pairs("image_classification"))
-def test_fast_dev_run(model: str, data: str, cfg_train, synthetic_torchvision) -> None:
-    overrides = [f"model={model}", f"data={data}", "trainer.fast_dev_run=true", "data.batch_size=16",
-                 "data.num_workers=0", "data.val_size=16"]
-    if model == "resnet":
-        overrides.append("model.net.width=8")
-    metrics, objects = train(cfg_train(*overrides))
-    assert torch.isfinite(metrics["train/loss"]) and "test/acc" in metrics
 
 
 def test_default_run_learns_digits(cfg_train) -> None:
@@ -50,41 +20,12 @@ def test_default_run_learns_digits(cfg_train) -> None:
     assert (out / "checkpoints" / "last.ckpt").exists()
 
 
-class StopAfterEpochs(Callback):
-    """Simulates an interrupted run: stops after ``epochs`` epochs (last.ckpt is written)."""
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        trainer.should_stop = trainer.current_epoch + 1 >= self.epochs
-
-
-def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, weights_only=True)["state_dict"]
-
-
-def full_interrupted_resumed(common: list[str], tmp_path: Path) -> tuple[Path, Path, Path]:
-    """Run ``common`` for its epochs uninterrupted; again stopped after epoch 1; then resumed
-    from that run's last.ckpt. Returns the three last.ckpt paths."""
-    train(compose_cfg("train", common, tmp_path / "full"))
-    first = compose_cfg("train", common, tmp_path / "first")
-    with open_dict(first):
-        first.callbacks.stop = {"_target_": "tests.test_train.StopAfterEpochs", "epochs": 1}
-    train(first)
-    interrupted = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(interrupted, weights_only=True)["epoch"] == 0
-    train(compose_cfg("train", [*common, f"ckpt_path={interrupted}"], tmp_path / "resumed"))
-    return tmp_path / "full" / "checkpoints" / "last.ckpt", interrupted, tmp_path / "resumed" / "checkpoints" / "last.ckpt"
-
-
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     """A 2-epoch run == the same run interrupted after epoch 1 and resumed from last.ckpt (bit
     for bit), with dropout and random-crop augmentation so the RNG state must be restored too,
     and a one-cycle schedule whose position must be restored."""
-    common = ["trainer.deterministic=true", "data.augment=crop", "model.net.dropout=0.5", "trainer.max_epochs=2",
-              "trainer.enable_progress_bar=false", "extras.print_config=false",
-              "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "test=false"]
+    common = [*QUIET, "trainer.deterministic=true", "data.augment=crop", "model.net.dropout=0.5", "trainer.max_epochs=2",
+              "test=false"]
     full, interrupted, resumed = full_interrupted_resumed(common, tmp_path)
     a, b = final_weights(full), final_weights(resumed)
     assert a.keys() == b.keys()
@@ -122,10 +63,31 @@ def test_returns_optimized_metric_for_sweeps(cfg_train) -> None:
     assert 0.0 <= get_metric_value(metrics, "val/acc_best") <= 1.0
 
 
-
 def test_channels_last_setting_reaches_the_net() -> None:
     module = ClassificationModule(SimpleCNN(1, 10, image_size=8), num_classes=10, channels_last=True)
     convs = [p for p in module.net.parameters() if p.dim() == 4 and p.shape[1] > 1]  # 1 channel: both layouts agree
     assert convs and not any(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     module.setup("fit")
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+
+def test_checkpoint_of_the_previous_format_is_upgraded(cfg_train, tmp_path: Path) -> None:
+    """A checkpoint written before one-name-per-task (format 1: task 'image_classification', the
+    old DataModule class, the scheduler's 'monitor') is upgraded by archlab's loader."""
+    from src.utils.checkpoint import load_checkpoint
+
+    _, objects = train(cfg_train("test=false"))
+    current = torch.load(Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    old = torch.load(Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    meta = old["archlab"]
+    del meta["version"]
+    meta["config"]["model"]["task"] = meta["config"]["data"]["provides"]["task"] = "image_classification"
+    meta["config"]["data"]["_target_"] = "src.data.classification.ImageClassificationDataModule"
+    meta["config"]["model"]["monitor"] = "val/loss"
+    old["hyper_parameters"]["monitor"] = old["hyper_parameters"].pop("scheduler_monitor")
+    torch.save(old, tmp_path / "old.ckpt")
+
+    current["archlab"]["config"]["model"]["scheduler_monitor"] = "val/loss"  # stated in format-1 configs
+    assert load_checkpoint(tmp_path / "old.ckpt")["archlab"] == current["archlab"]
+    # Lightning's own loader keeps the hparams the module still takes
+    ClassificationModule.load_from_checkpoint(tmp_path / "old.ckpt", net=SimpleCNN(1, 10, image_size=8), weights_only=True)

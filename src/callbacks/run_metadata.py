@@ -5,6 +5,8 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 
 KEY = "archlab"
+#: layout of what archlab stores; older checkpoints are upgraded on load (src/utils/checkpoint.py)
+FORMAT_VERSION = 2
 
 
 class RunMetadata(Callback):
@@ -16,4 +18,4 @@ class RunMetadata(Callback):
         self.config, self.choices = config, choices
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[KEY] = {"config": self.config, "choices": self.choices}
+        checkpoint[KEY] = {"version": FORMAT_VERSION, "config": self.config, "choices": self.choices}

@@ -12,21 +12,28 @@ computed once per batch however many metrics (model and real-vs-real floor) use 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
-from src.data.classification import STATS
+from src.data.sources.images import image_source
 from src.utils.checkpoint import load_checkpoint
 from src.utils.errors import CheckpointError, ConfigError, DataError, describe
 from src.utils.instantiate import instantiate_component
 
 FEATURES = ("classifier", "inception", "pixels")
+# Feature settings when none are configured: FID/KID on a classifier of the same dataset.
+DEFAULT_METRICS = {"feature": "classifier", "classifier_ckpt": None, "inception_weights": None, "dataset": None,
+                   "kid_subset_size": 1000, "kid_subsets": 100, "seed": 0}
 
 
 class Precomputed(nn.Module):
@@ -106,7 +113,7 @@ class InceptionFeatures(nn.Module):
 class PixelFeatures(nn.Module):
     """Raw pixels, average-pooled to at most 8x8: a crude, classifier-free stand-in that keeps
     ``val/fid`` defined (and checkpointing working) when no classifier is configured. Small on
-    purpose: FID's matrix square root costs O(d^3) (d = 768 takes ~10 s on one core)."""
+    purpose: FID's matrix square root costs O(d^3) (it grows with the cube of the feature count)."""
 
     def __init__(self, image_shape: Sequence[int], max_size: int = 8) -> None:
         super().__init__()
@@ -124,7 +131,7 @@ def load_classifier_features(ckpt_path: str | Path, image_shape: Sequence[int], 
     wrap it as a feature extractor for images of ``image_shape``."""
     ckpt = load_checkpoint(ckpt_path)
     config = ckpt.get("archlab", {}).get("config", {})
-    if config.get("model", {}).get("task") != "image_classification":
+    if config.get("model", {}).get("task") != "classification":
         raise CheckpointError(f"model.metrics.classifier_ckpt={ckpt_path} is not an image classification checkpoint; "
                               "train one with `python train.py model=cnn data=<dataset>`")
     data = config["data"]
@@ -137,7 +144,8 @@ def load_classifier_features(ckpt_path: str | Path, image_shape: Sequence[int], 
                           f"{image_shape[0]}-channel ones")
     net = instantiate_component(OmegaConf.create(config["model"]["net"]))
     net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    return ClassifierFeatures(net, shape, *STATS[data["dataset"]])
+    source = image_source(data["dataset"])
+    return ClassifierFeatures(net, shape, source.mean, source.std)
 
 
 def build_feature_extractor(
@@ -189,3 +197,42 @@ class ClassCoverage(Metric):
             "coverage": (share[present] >= real[present] / 10).double().mean(),
             "class_kl": (real[present] * (real[present] / smoothed[present]).log()).sum(),
         }
+
+
+class ImageQualityMetrics(nn.Module):
+    """Every sample-quality metric of a generation run, in one feature space (``cfg``, see
+    :data:`DEFAULT_METRICS`): ``val_fid`` (val images vs as many samples), at test ``test_fid``/
+    ``test_kid`` against the test images and ``floor_fid``/``floor_kid`` (as many training images
+    vs the test images, same features), and with a classifier ``coverage``.
+
+    Without a classifier checkpoint the features fall back to pixels, with a warning, so
+    ``val/fid`` (the watched metric) stays defined. The extractor is not a registered submodule:
+    it stays out of the state_dict (checkpoints load without the classifier, and a run can be
+    scored with another one) and out of device moves (:meth:`features` moves it).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], image_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        feature = cfg["feature"]
+        if feature == "classifier" and not cfg["classifier_ckpt"]:
+            rank_zero_warn(
+                "model.metrics.classifier_ckpt is not set: FID/KID on classifier features and class coverage are "
+                "skipped; val/fid and test/fid fall back to raw pixels (crude, not comparable with classifier FIDs). "
+                "Train a classifier (`python train.py model=cnn data=<dataset>`) and pass its checkpoint."
+            )
+            feature = "pixels"
+        extractor = build_feature_extractor(feature, image_shape, cfg["classifier_ckpt"], cfg["inception_weights"],
+                                            cfg["dataset"])
+        object.__setattr__(self, "extractor", extractor)
+        d = extractor.num_features
+        kid = {"subsets": cfg["kid_subsets"], "subset_size": cfg["kid_subset_size"]}
+        self.val_fid = FrechetInceptionDistance(Precomputed(d))
+        self.test_fid, self.floor_fid = FrechetInceptionDistance(Precomputed(d)), FrechetInceptionDistance(Precomputed(d))
+        self.test_kid = KernelInceptionDistance(Precomputed(d), **kid)
+        self.floor_kid = KernelInceptionDistance(Precomputed(d), **kid)
+        self.coverage = ClassCoverage(num_classes) if feature == "classifier" else None
+
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(features, classifier logits or None)`` of generator-space images."""
+        self.extractor.to(images.device)
+        return self.extractor(images)

@@ -2,98 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
+from matplotlib.figure import Figure
 from torch import nn
-from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from src.models.optim import build_optimizers
-from src.utils.plots import confusion_matrix_figure, log_figure, prediction_grid_figure
-
-
-class ClassifierModule(LightningModule):
-    """What the classifiers of this template share (image classification, VQA answers):
-    per-stage metric collections and mean losses, the best validation accuracy so far
-    (``val/acc_best``, for sweeps), channels-last and ``torch.compile`` of the net, and the
-    optimizer set-up. Subclasses call :meth:`_stage_metrics` and give ``_step(batch, stage)``."""
-
-    def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
-        """``{train,val,test}_metrics`` (names prefixed ``stage/``) and ``{train,val,test}_loss``."""
-        collection = MetricCollection(metrics)
-        self.train_metrics = collection.clone(prefix="train/")
-        self.val_metrics = collection.clone(prefix="val/")
-        self.test_metrics = collection.clone(prefix="test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        # Persistent: part of the state_dict, so a resumed run remembers its best epoch so far.
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)
-
-    def _step(self, batch: Any, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and logits of a batch, with the stage's loss and metrics updated and logged."""
-        raise NotImplementedError
-
-    def setup(self, stage: str) -> None:
-        # NHWC convolutions are ~1.7x faster on CPU (oneDNN) and on tensor cores.
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        # nn.Module.compile() compiles forward in place: the state_dict keys stay the same, so
-        # checkpoints of compiled runs load into uncompiled nets and vice versa.
-        if self.hparams.compile and stage == "fit":
-            self.net.compile()
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
-            return
-        self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
-
-    def configure_optimizers(self) -> Any:
-        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
-                                self.hparams.scheduler_interval, self.hparams.monitor)
+from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
+from src.utils.plots import log_figure, prediction_grid_figure
 
 
-class ClassificationModule(ClassifierModule):
+class ClassificationModule(LabelTaskModule):
     """Cross-entropy training with accuracy and macro-F1 per stage, best-val tracking, and a
     confusion matrix plus a grid of predictions at test time.
 
-    Only plain values go into ``hparams`` (the net and the optimizer factories are ignored), so
-    checkpoints load with ``torch.load(weights_only=True)``; ``load_from_checkpoint`` needs the
-    net passed in, e.g. ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``.
+    Only plain values go into ``hparams``, so checkpoints load with ``torch.load(weights_only=True)``;
+    ``load_from_checkpoint`` needs the net passed in, e.g.
+    ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``.
     """
 
     def __init__(
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
-        monitor: str = "val/loss",
+        scheduler_monitor: str = "val/loss",
         label_smoothing: float = 0.0,
         class_names: Sequence[str] | None = None,
         compile: bool = False,
         channels_last: bool = False,
         num_plot_images: int = 32,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(net, optimizer, scheduler)
+        self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),
                              "f1": MulticlassF1Score(num_classes, average="macro")})
-        self.confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes)
         self.plot_batch: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +64,7 @@ class ClassificationModule(ClassifierModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
-        self.confusion(logits.argmax(dim=1), batch[1])
+        self.confusion.update(logits.argmax(dim=1), batch[1])
         if batch_idx == 0:
             n = self.hparams.num_plot_images
             self.plot_batch = {"images": batch[0][:n].cpu(), "targets": batch[1][:n].cpu(), "preds": logits[:n].argmax(1).cpu()}
@@ -126,7 +76,10 @@ class ClassificationModule(ClassifierModule):
             return
         names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
         out = Path(self.trainer.default_root_dir)
-        log_figure(self.loggers, "test/confusion_matrix", confusion_matrix_figure(matrix, names), out / "confusion_matrix.png")
+        n = len(names)
+        fig = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), layout="constrained")
+        self.confusion.plot(val=matrix, ax=fig.add_subplot(), labels=list(names))
+        log_figure(self.loggers, "test/confusion_matrix", fig, out / "confusion_matrix.png")
         if self.plot_batch:
             fig = prediction_grid_figure(**self.plot_batch, class_names=names)
             log_figure(self.loggers, "test/predictions", fig, out / "test_predictions.png")

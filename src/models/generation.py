@@ -1,59 +1,31 @@
 """LightningModule for image generation with GANs: DCGAN (non-saturating loss) and WGAN-GP
-(Wasserstein loss, gradient penalty, several critic steps per generator step)."""
+(Wasserstein loss, gradient penalty, several critic steps per generator step). Sample quality
+is measured by :mod:`src.metrics.image_quality`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
-from lightning.pytorch.utilities import rank_zero_warn
-from matplotlib.figure import Figure
 from torch.optim.swa_utils import AveragedModel
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from src.metrics.image_quality import ClassCoverage, Precomputed, build_feature_extractor
+from src.metrics.image_quality import DEFAULT_METRICS, ImageQualityMetrics
+from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule
+from src.models.ema import ema_average
 from src.models.nets.gan import GAN
 from src.utils.errors import ConfigError
-from src.utils.plots import log_figure
+from src.utils.plots import log_figure, sample_grid_figure
 
 LOSSES = ("nonsaturating", "wasserstein")
-# Feature settings when none are configured: FID/KID on a classifier of the same dataset.
-DEFAULT_METRICS = {"feature": "classifier", "classifier_ckpt": None, "inception_weights": None, "dataset": None,
-                   "kid_subset_size": 1000, "kid_subsets": 100, "seed": 0}
 
 
-def ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``AveragedModel`` averaging function: exponential moving average whose decay ramps up as
-    ``(1 + n) / (10 + n)`` up to ``decay``, so short runs are not dominated by the initial
-    weights. Integer buffers (BatchNorm's batch counter) are copied."""
-
-    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        if not averaged.is_floating_point():
-            return current
-        d = ((1 + num_averaged) / (10 + num_averaged)).clamp(max=decay).to(averaged.dtype)
-        return averaged.lerp(current, 1 - d)
-
-    return average
-
-
-def grid_figure(images: torch.Tensor, nrow: int = 8) -> Figure:
-    """Generator images in [-1, 1] as one grid, without axes."""
-    grid = make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
-    fig = Figure(figsize=(6, 6 * grid.shape[1] / grid.shape[2]), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(grid.permute(1, 2, 0).numpy())
-    ax.axis("off")
-    return fig
-
-
-class GANModule(LightningModule):
+class GenerationModule(TaskModule):
     """Adversarial training of ``net.generator`` against ``net.discriminator`` with Lightning's
     manual optimization: one discriminator (critic) step per batch, one generator step every
     ``n_critic`` batches, each under ``toggle_optimizer`` so the other net gets no gradients.
@@ -79,9 +51,9 @@ class GANModule(LightningModule):
         image_shape: list[int],
         latent_dim: int,
         conditional: bool = False,
-        optimizer_g: Callable[..., torch.optim.Optimizer] | None = None,
-        optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        optimizer_g: OptimizerFactory | None = None,
+        optimizer_d: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         loss: str = "nonsaturating",
         gp_weight: float = 0.0,
@@ -91,7 +63,7 @@ class GANModule(LightningModule):
         num_grid: int = 64,
         channels_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(net, scheduler=scheduler)
         if loss not in LOSSES:
             raise ConfigError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
         if scheduler_interval not in ("step", "epoch"):
@@ -103,9 +75,7 @@ class GANModule(LightningModule):
                               "generator's; interpolate them (${{model.latent_dim}}, ${{model.conditional}})")
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer_g", "optimizer_d", "scheduler"])
         self.automatic_optimization = False
-        self.net = net
         self.optimizer_factories = {"g": optimizer_g, "d": optimizer_d}
-        self.scheduler_factory = scheduler
         self.metrics_cfg = {**DEFAULT_METRICS, **(metrics or {})}
         self.g_ema = AveragedModel(net.generator, avg_fn=ema_average(ema_decay), use_buffers=True)
         self.g_ema.requires_grad_(False)
@@ -114,12 +84,12 @@ class GANModule(LightningModule):
         self.register_buffer("fixed_labels", torch.arange(num_grid) % num_classes)
         # Built in setup(), outside the state_dict: checkpoints load without the classifier, and
         # a run can be scored with another one.
-        self.extractor: torch.nn.Module | None = None
+        self.quality: ImageQualityMetrics | None = None
         self._eval_rng: torch.Generator | None = None
         self._predicted = 0
 
     # -- sampling ---------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> GANModule:
+    def train(self, mode: bool = True) -> GenerationModule:
         """The EMA generator only samples: its BatchNorm always uses the averaged statistics."""
         super().train(mode)
         self.g_ema.eval()
@@ -140,37 +110,12 @@ class GANModule(LightningModule):
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        # NHWC convolutions are faster on CPU (oneDNN) and on tensor cores.
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        if self.extractor is None:
-            self._build_metrics()
-
-    def _build_metrics(self) -> None:
-        cfg = self.metrics_cfg
-        feature = cfg["feature"]
-        if feature == "classifier" and not cfg["classifier_ckpt"]:
-            rank_zero_warn(
-                "model.metrics.classifier_ckpt is not set: FID/KID on classifier features and class coverage are "
-                "skipped; val/fid and test/fid fall back to raw pixels (crude, not comparable with classifier FIDs). "
-                "Train a classifier (`python train.py model=cnn data=<dataset>`) and pass its checkpoint."
-            )
-            feature = "pixels"
-        extractor = build_feature_extractor(feature, self.hparams.image_shape, cfg["classifier_ckpt"],
-                                            cfg["inception_weights"], cfg["dataset"])
-        # Not registered as a submodule: it stays out of the state_dict and of device moves.
-        object.__setattr__(self, "extractor", extractor)
-        d = extractor.num_features
-        self.val_fid = FrechetInceptionDistance(Precomputed(d))
-        self.test_fid, self.floor_fid = FrechetInceptionDistance(Precomputed(d)), FrechetInceptionDistance(Precomputed(d))
-        kid = {"subsets": cfg["kid_subsets"], "subset_size": cfg["kid_subset_size"]}
-        self.test_kid = KernelInceptionDistance(Precomputed(d), **kid)
-        self.floor_kid = KernelInceptionDistance(Precomputed(d), **kid)
-        self.coverage = ClassCoverage(self.hparams.num_classes) if feature == "classifier" else None
+        super().setup(stage)
+        if self.quality is None:
+            self.quality = ImageQualityMetrics(self.metrics_cfg, self.hparams.image_shape, self.hparams.num_classes)
 
     def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        self.extractor.to(self.device)
-        return self.extractor(images)
+        return self.quality.features(images)
 
     def _start_eval_stream(self) -> None:
         self._eval_rng = torch.Generator(self.device).manual_seed(self.metrics_cfg["seed"])
@@ -253,7 +198,7 @@ class GANModule(LightningModule):
     def _log_grid(self, key: str, png: Path) -> None:
         with torch.no_grad():
             images = self(self.fixed_z, self.fixed_labels)
-        log_figure(self.loggers, key, grid_figure(images, nrow=round(math.sqrt(len(images)))), png)
+        log_figure(self.loggers, key, sample_grid_figure(images, nrow=round(math.sqrt(len(images)))), png)
 
     # -- validation / test ------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -261,9 +206,9 @@ class GANModule(LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_fid.update(self._features(x)[0], real=True)
-        self.val_fid.update(self._features(self.sample(y))[0], real=False)
-        self.log("val/fid", self.val_fid, on_step=False, on_epoch=True, prog_bar=True)
+        self.quality.val_fid.update(self._features(x)[0], real=True)
+        self.quality.val_fid.update(self._features(self.sample(y))[0], real=False)
+        self.log("val/fid", self.quality.val_fid, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
         self._start_eval_stream()
@@ -274,16 +219,16 @@ class GANModule(LightningModule):
         x, y = batch
         features, logits = self._features(x)
         if dataloader_idx == 1:
-            self.floor_fid.update(features, real=False)
-            self.floor_kid.update(features, real=False)
+            self.quality.floor_fid.update(features, real=False)
+            self.quality.floor_kid.update(features, real=False)
             return
-        for metric in (self.test_fid, self.floor_fid, self.test_kid, self.floor_kid):
+        for metric in (self.quality.test_fid, self.quality.floor_fid, self.quality.test_kid, self.quality.floor_kid):
             metric.update(features, real=True)
         fake_features, fake_logits = self._features(self.sample(y))
-        self.test_fid.update(fake_features, real=False)
-        self.test_kid.update(fake_features, real=False)
-        if self.coverage is not None:
-            self.coverage.update(fake_logits.argmax(dim=1), y)
+        self.quality.test_fid.update(fake_features, real=False)
+        self.quality.test_kid.update(fake_features, real=False)
+        if self.quality.coverage is not None:
+            self.quality.coverage.update(fake_logits.argmax(dim=1), y)
 
     def _kid(self, kid: KernelInceptionDistance) -> torch.Tensor:
         # KID averages over subsets of subset_size samples; fewer samples (a debug run) use all.
@@ -292,12 +237,12 @@ class GANModule(LightningModule):
         return kid.compute()[0]
 
     def on_test_epoch_end(self) -> None:
-        fid, floor = self.test_fid.compute(), self.floor_fid.compute()
+        fid, floor = self.quality.test_fid.compute(), self.quality.floor_fid.compute()
         values = {"test/fid": fid, "test/fid_floor": floor, "test/fid_ratio": fid / floor.clamp(min=1e-12),
-                  "test/kid": self._kid(self.test_kid), "test/kid_floor": self._kid(self.floor_kid)}
-        if self.coverage is not None:
-            values.update({f"test/{k}": v for k, v in self.coverage.compute().items()})
-        for metric in (self.test_fid, self.floor_fid, self.test_kid, self.floor_kid, self.coverage):
+                  "test/kid": self._kid(self.quality.test_kid), "test/kid_floor": self._kid(self.quality.floor_kid)}
+        if self.quality.coverage is not None:
+            values.update({f"test/{k}": v for k, v in self.quality.coverage.compute().items()})
+        for metric in (self.quality.test_fid, self.quality.floor_fid, self.quality.test_kid, self.quality.floor_kid, self.quality.coverage):
             if metric is not None:
                 metric.reset()
         self.log_dict({k: v.float() for k, v in values.items()})

@@ -1,61 +1,78 @@
-"""Config-level helpers: resolvers, the model/data compatibility check, the printed config tree."""
+"""Config-level helpers: resolvers, composing configs outside an entry point, the options chosen in
+each group, the model/data compatibility check, and the printed config tree."""
 
 from __future__ import annotations
 
 import math
-import netrc
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import rich.syntax
 import rich.tree
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def wandb_offline() -> bool:
-    """True unless W&B can be reached with credentials: no API key, or no route to the W&B
-    server, means the run is written to disk for a later ``wandb sync``."""
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "dryrun", "disabled"):
-        return True
-    if mode == "online":
-        return False
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    has_key = bool(os.environ.get("WANDB_API_KEY"))
-    if not has_key:
-        try:
-            has_key = netrc.netrc().authenticators(host) is not None
-        except (OSError, netrc.NetrcParseError):
-            has_key = False
-    if not has_key:
-        return True
-    try:
-        socket.create_connection((host, 443), timeout=2).close()
-        return False
-    except OSError:
-        return True
-
-
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     # ${prod:${data.provides.image_shape}}: flattened input size for MLPs
     OmegaConf.register_new_resolver("prod", lambda xs: math.prod(xs), replace=True)
 
 
-def _group_tasks(group: str, key: str) -> dict[str, str | None]:
-    """Map each option of a config group to the task it declares under ``key``."""
-    tasks = {}
-    for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
-        tasks[path.stem] = OmegaConf.select(OmegaConf.load(path), key, default=None)
-    return tasks
+def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+    """Compose a config as ``python <config_name>.py <overrides>`` would, outside Hydra's app
+    (tests, benchmarks, notebooks). The compose API makes no run folder: ``output_dir``, when
+    given, becomes ``paths.output_dir`` and ``paths.log_dir``."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.log_dir = str(output_dir)
+    return cfg
+
+
+def config_choices() -> dict[str, str]:
+    """The option picked in each config group (``model: cnn``...), as Hydra recorded it."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
+
+
+def group_options(group: str) -> list[str]:
+    """Every option of a config group, on the config search path in use (``hydra.searchpath``
+    included) inside an entry point, or in ``configs/`` outside one."""
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def option_tasks(group: str, key: str) -> dict[str, str | None]:
+    """Each option of ``group`` (``model`` or ``data``) mapped to the task its composed config
+    declares under ``key``: configs that inherit (``defaults: [dcgan]``) declare it once."""
+    if GlobalHydra.instance().is_initialized():
+        return {name: _task(hydra_compose(overrides=[f"+{group}={name}"]), group, key) for name in group_options(group)}
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return {name: _task(hydra_compose(overrides=[f"+{group}={name}"]), group, key) for name in group_options(group)}
+
+
+def _task(cfg: DictConfig, group: str, key: str) -> str | None:
+    return OmegaConf.select(cfg, f"{group}.{key}", default=None)
+
+
+def compatible_pairs(task: str | None = None) -> list[tuple[str, str]]:
+    """Every (model, data) pair whose tasks match, optionally of one task only."""
+    models, data = option_tasks("model", "task"), option_tasks("data", "provides.task")
+    return [(m, d) for m in models for d in data if models[m] == data[d] and task in (None, models[m])]
 
 
 def check_compatibility(cfg: DictConfig, choices: Mapping[str, str]) -> None:
@@ -72,8 +89,8 @@ def check_compatibility(cfg: DictConfig, choices: Mapping[str, str]) -> None:
         raise ConfigError(f"{missing}; every model config declares the task it needs and every data config the task it provides")
     if model_task == data_task:
         return
-    data_ok = [n for n, t in _group_tasks("data", "provides.task").items() if t == model_task]
-    models_ok = [n for n, t in _group_tasks("model", "task").items() if t == data_task]
+    data_ok = [n for n, t in option_tasks("data", "provides.task").items() if t == model_task]
+    models_ok = [n for n, t in option_tasks("model", "task").items() if t == data_task]
     raise ConfigError(
         f"model={model_name} (task '{model_task}') cannot run on data={data_name} (task '{data_task}'). "
         f"Data for model={model_name}: {', '.join(data_ok) or 'none'}. "

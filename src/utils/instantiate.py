@@ -6,7 +6,9 @@ import hydra
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
+from src.utils.errors import ConfigError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -18,8 +20,14 @@ META_KEYS = ("task", "watch")
 
 def instantiate_component(cfg: DictConfig, **kwargs: Any) -> Any:
     """Instantiate ``cfg`` without its meta keys, with every nested config converted to plain
-    Python containers: objects built this way put no OmegaConf types into checkpoints."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    Python containers: objects built this way put no OmegaConf types into checkpoints. A value
+    that does not resolve (``${..optimizer.lr}`` after ``model.optimizer=null``) is a one-line
+    ConfigError naming its key."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as e:
+        reason = str(e.msg).splitlines()[0]
+        raise ConfigError(f"{e.full_key} does not resolve ({reason}); set it, or the value it refers to") from e
     for key in META_KEYS:
         plain.pop(key, None)
     return hydra.utils.instantiate(plain, _convert_="all", **kwargs)

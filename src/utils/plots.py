@@ -10,23 +10,16 @@ from pathlib import Path
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
+from torchvision.utils import make_grid
 
 
-def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str]) -> Figure:
-    """Row-normalised confusion matrix (rows: true class), with raw counts in the cells."""
-    n = len(class_names)
-    fig = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), layout="constrained")
+def sample_grid_figure(images: torch.Tensor, nrow: int = 8) -> Figure:
+    """Generator images in [-1, 1] as one grid, without axes."""
+    grid = make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+    fig = Figure(figsize=(6, 6 * grid.shape[1] / grid.shape[2]), layout="constrained")
     ax = fig.add_subplot()
-    norm = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.axis("off")
     return fig
 
 

@@ -127,13 +127,11 @@ class DCGANDiscriminator(nn.Module):
 
 
 class GAN(nn.Module):
-    """The generator and discriminator trained against each other, injected as one net."""
+    """The generator and discriminator trained against each other, injected as one net. It has no
+    ``forward``: the GenerationModule calls each net in its own optimizer step."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module) -> None:
         super().__init__()
         if generator.conditional != discriminator.conditional:
             raise ValueError("generator and discriminator must both be conditional or both unconditional")
         self.generator, self.discriminator = generator, discriminator
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.generator(z, labels)

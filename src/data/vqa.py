@@ -1,107 +1,32 @@
-"""Image-text fusion data: easy-VQA (Zhou 2019), 64x64 images of one coloured shape with
-templated questions and 13 answers, shipped inside the ``easy-vqa`` PyPI package (offline)."""
+"""Visual question answering data: easy-VQA (see :mod:`src.data.sources.easy_vqa`), each image
+served with every question asked about it."""
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
-from torchvision.io import decode_png, read_file
 from torchvision.transforms import v2
 
-from src.data.classification import AUGMENTATIONS
-from src.data.common import per_device_batch_size
-from src.utils.errors import ConfigError, DataError, describe
-
-# Per-channel mean/std of the 4,000 training images (mostly white background).
-STATS = ((0.9043, 0.9054, 0.8965), (0.1938, 0.1871, 0.2058))
-SHAPES = ("circle", "rectangle", "triangle")
-# What a question asks about, told by the kind of answer it has.
-QUESTION_TYPES = ("shape", "color", "yes_no")
-PAD, UNK = "[PAD]", "[UNK]"
-
-
-def question_type(answer: str) -> int:
-    """Index into :data:`QUESTION_TYPES` of a question with this answer."""
-    return 2 if answer in ("yes", "no") else 0 if answer in SHAPES else 1
-
-
-@dataclass(frozen=True)
-class VQASplit:
-    images: torch.Tensor  # (num_images, 3, 64, 64) uint8
-    questions: list[str]
-    answers: list[str]
-    image_ids: torch.Tensor  # (num_questions,) row of ``images`` each question asks about
-
-
-def easy_vqa_root(source: str, data_dir: str) -> Path:
-    """The folder with ``answers.txt`` and ``{train,test}/``: the package's copy, a local copy
-    in ``${data_dir}/easy-VQA``, or (``auto``) the local copy when there is one."""
-    local = Path(data_dir) / "easy-VQA"
-    if source == "local" or (source == "auto" and local.is_dir()):
-        if not (local / "answers.txt").is_file():
-            raise DataError(f"easy-VQA not found in {local} (no answers.txt); copy ../shared/data/easy-VQA there "
-                            "or use data.source=package")
-        return local
-    if source not in ("auto", "package"):
-        raise ConfigError(f"data.source={source!r} is not one of auto, package, local")
-    try:
-        import easy_vqa
-    except ImportError as e:
-        raise DataError("the easy-vqa package is not installed; `pip install easy-vqa==1.0` or use data.source=local") from e
-    return Path(easy_vqa.__file__).parent / "data"
-
-
-@functools.lru_cache(maxsize=4)
-def load_easy_vqa(root: Path, split: str) -> VQASplit:
-    """Decode every PNG of a split once (5,000 images take ~1 s) and read its questions."""
-    folder = root / split
-    try:
-        with open(folder / "questions.json") as f:
-            rows = json.load(f)
-        questions, answers, ids = zip(*((str(q), str(a), int(i)) for q, a, i in rows))
-        images = torch.stack([decode_png(read_file(str(folder / "images" / f"{i}.png"))) for i in range(max(ids) + 1)])
-    except (OSError, RuntimeError, ValueError, TypeError) as e:
-        raise DataError(f"easy-VQA {split} split in {folder} is missing or corrupt ({describe(e)}); "
-                        "restore it from ../shared/data/easy-VQA or use data.source=package") from e
-    return VQASplit(images, list(questions), list(answers), torch.tensor(ids))
-
-
-def build_vocabulary_tokenizer(questions: Sequence[str]) -> Any:
-    """Word-level HF ``tokenizers`` tokenizer over lowercased words and punctuation, its vocabulary
-    built from ``questions``; id 0 is padding, unseen words map to ``[UNK]``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(questions, trainers.WordLevelTrainer(special_tokens=[PAD, UNK]))
-    return tokenizer
+from src.data.common import augmentation, per_device_batch_size
+from src.data.sources.easy_vqa import EASY_VQA_STATS, QUESTION_TYPES, easy_vqa_root, load_easy_vqa, question_type
+from src.data.tokenizers import WORD_PAD, pretrained_tokenizer, word_level_tokenizer
+from src.utils.errors import DataError
 
 
 def encode_questions(questions: Sequence[str], tokenizer_name: str | None, vocabulary: Sequence[str]) -> tuple[torch.Tensor, int]:
-    """Token ids ``(N, max_len)`` padded with the tokenizer's pad id, and the vocabulary size:
-    by the word-level vocabulary of ``vocabulary`` (training questions), or by a pretrained HF
-    tokenizer (name or local path)."""
+    """Token ids ``(N, max_len)`` padded with id 0, and the vocabulary size: by the word-level
+    vocabulary of ``vocabulary`` (training questions), or by a pretrained HF tokenizer (name or
+    local path)."""
     if tokenizer_name is None:
-        tokenizer = build_vocabulary_tokenizer(vocabulary)
-        tokenizer.enable_padding(pad_id=tokenizer.token_to_id(PAD), pad_token=PAD)
+        tokenizer = word_level_tokenizer(vocabulary)
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id(WORD_PAD), pad_token=WORD_PAD)
         ids = [e.ids for e in tokenizer.encode_batch(list(questions))]
         return torch.tensor(ids), tokenizer.get_vocab_size()
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-    except OSError as e:
-        raise DataError(f"tokenizer {tokenizer_name!r} could not be loaded ({describe(e)}); give a local "
-                        "tokenizer folder, go online, or use data.tokenizer=null (vocabulary of the training questions)") from e
+    tokenizer = pretrained_tokenizer(tokenizer_name, "data.tokenizer", "data.tokenizer=null (vocabulary of the training questions)")
     if tokenizer.pad_token_id != 0:
         raise DataError(f"tokenizer {tokenizer_name!r} pads with id {tokenizer.pad_token_id}; the text encoders "
                         "expect padding id 0")
@@ -137,7 +62,7 @@ class VQACollate:
 
     def __init__(self, augment: v2.Transform | None) -> None:
         self.augment = augment
-        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(*STATS)])
+        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(*EASY_VQA_STATS)])
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         images = default_collate([self.augment(it["image"]) if self.augment else it["image"] for it in items])
@@ -171,10 +96,9 @@ class VQADataModule(LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        if augment not in AUGMENTATIONS:
-            raise ConfigError(f"unknown augment '{augment}'; choose one of {sorted(AUGMENTATIONS)}")
         self.save_hyperparameters(logger=False)
         self.provides = dict(provides)
+        self.augment = augmentation(augment, self.provides["image_shape"][-1])
         self.batch_size_per_device = batch_size
         self.answers: list[str] = []
         self.test_questions: list[str] = []
@@ -226,12 +150,11 @@ class VQADataModule(LightningDataModule):
     def _loader(self, dataset: VQADataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        augment = AUGMENTATIONS[self.hparams.augment](self.provides["image_shape"][-1]) if train else []
         return DataLoader(
             dataset,
             batch_size=self.batch_size_per_device,
             shuffle=train,
-            collate_fn=VQACollate(v2.Compose(augment) if augment else None),
+            collate_fn=VQACollate(self.augment if train else None),
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,13 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.models.classification import ClassifierModule
+from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
 from src.utils.plots import log_figure, prediction_grid_figure
 
 Batch = dict[str, torch.Tensor]
 
 
-class VQAModule(ClassifierModule):
+class VQAModule(LabelTaskModule):
     """Answer classification over all questions of a batch, with accuracy overall and per
     question type (``val/acc``, ``val/acc_shape``, ...), and at test time the errors as a W&B
     table, a JSONL file and a PNG grid in the run dir.
@@ -33,20 +33,18 @@ class VQAModule(ClassifierModule):
         net: nn.Module,
         answer_names: Sequence[str],
         question_types: Sequence[str],
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
-        monitor: str = "val/loss",
+        scheduler_monitor: str = "val/loss",
         label_smoothing: float = 0.0,
         compile: bool = False,
         channels_last: bool = False,
         num_plot_images: int = 32,
         max_error_rows: int = 500,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(net, optimizer, scheduler)
+        self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         n = len(answer_names)
         metrics = {"acc": MulticlassAccuracy(n, average="micro")}
         self._stage_metrics(metrics | {f"acc_{t}": MulticlassAccuracy(n, average="micro") for t in question_types})

@@ -1,5 +1,5 @@
-"""Image-text fusion on easy-VQA: data from the package and from a folder, every fusion type,
-a learning test, checkpoints, error outputs, and the compatibility check."""
+"""Visual question answering on easy-VQA: data from the package and from a folder, every fusion
+type, a learning test, checkpoints, error outputs, and the compatibility check."""
 
 import json
 import shutil
@@ -11,18 +11,19 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.data.fusion import QUESTION_TYPES, VQADataModule, build_vocabulary_tokenizer, easy_vqa_root, load_easy_vqa
+from src.data.sources.easy_vqa import QUESTION_TYPES, easy_vqa_root, load_easy_vqa
+from src.data.tokenizers import word_level_tokenizer
+from src.data.vqa import VQADataModule
 from src.models.nets.cnn import ConvFeatures
 from src.models.nets.fusion import FUSIONS, VQANet
 from src.models.nets.text import RNNTextEncoder
 from src.utils.config import CONFIG_DIR, check_compatibility
 from src.utils.errors import ConfigError, DataError
-from tests.conftest import compose_cfg
+from tests.conftest import QUIET, compose_cfg
 from train import train
 
 PROVIDES = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "easy_vqa.yaml").provides)
-FAST = ["model=fusion", "data=easy_vqa", "trainer.enable_progress_bar=false", "extras.print_config=false",
-        "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+FAST = ["model=fusion", "data=easy_vqa", *QUIET]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_pretrained_hf_encoder_and_tokenizer_from_local_folder(tmp_path: Path, p
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     root = easy_vqa_root("package", "")
-    tokenizer = build_vocabulary_tokenizer(load_easy_vqa(root, "train").questions)
+    tokenizer = word_level_tokenizer(load_easy_vqa(root, "train").questions)
     hf_dir = tmp_path / "tiny-bert"
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(hf_dir)
     BertModel(BertConfig(vocab_size=29, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -154,7 +155,7 @@ def test_checkpoint_and_test_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
                       tmp_path)
     metrics, objects = train(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["archlab"]["config"]["model"]["_target_"] == "src.models.fusion.VQAModule" and "state_dict" in ckpt
+    assert ckpt["archlab"]["config"]["model"]["_target_"] == "src.models.vqa.VQAModule" and "state_dict" in ckpt
     rows = [json.loads(line) for line in (tmp_path / "test_errors.jsonl").read_text().splitlines()]
     assert rows and {"question", "pred", "answer"} <= set(rows[0]) and rows[0]["pred"] != rows[0]["answer"]
     assert (tmp_path / "test_errors.png").stat().st_size > 1000

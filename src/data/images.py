@@ -1,0 +1,151 @@
+"""What the in-memory image DataModules share (classification, generation): reading through the
+image-source registry, the check of ``provides`` against the files, a validation set carved out of
+the training split, and loaders over the per-device share of the global batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torchvision.transforms import v2
+
+from src.data.common import augmentation, per_device_batch_size, train_val_indices
+from src.data.sources.images import image_source
+from src.utils.errors import DataError
+
+
+class TensorImageDataset(Dataset):
+    """uint8 images ``(N, C, H, W)`` held in memory; ``transform`` (augmentation) runs per item."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Callable | None = None) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i]
+        return (self.transform(image) if self.transform else image), self.targets[i]
+
+
+class NormalizeBatch:
+    """Collate uint8 images, then scale to [0, 1], resize to ``size`` (when given) and normalise
+    the whole batch at once: one vectorised op instead of two transforms per image."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], size: Sequence[int] | None = None) -> None:
+        resize = [v2.Resize(list(size), antialias=True)] if size is not None else []
+        self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), *resize, v2.Normalize(mean, std)])
+
+    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = default_collate(items)
+        return self.transform(images), targets
+
+
+class ImageDataModule(LightningDataModule):
+    """``(image, label)`` batches of one dataset of :data:`~src.data.sources.images.IMAGE_SOURCES`.
+
+    - ``batch_size`` is global: each device gets ``batch_size // world_size``.
+    - validation: ``val_size`` images (a float: a fraction) of the training split, drawn with
+      ``split_seed``, independent of the training seed, so every run sees the same validation set;
+      never augmented (``augment`` applies to the training images only).
+    - predict (eval.py): the first ``num_samples`` test images (null: all).
+
+    Subclasses give ``_collate()`` (how a batch is scaled) and may add test loaders.
+    """
+
+    #: the collate resizes images to ``provides.image_shape``, so only channels must match the files
+    resizes = False
+
+    def __init__(
+        self,
+        dataset: str,
+        provides: Mapping[str, Any],
+        data_dir: str = "data/",
+        batch_size: int = 64,
+        val_size: int | float = 0.1,
+        split_seed: int = 42,
+        augment: str = "none",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        download: bool = True,
+        source: str = "auto",
+        num_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.source = image_source(dataset)
+        self.provides = dict(provides)
+        self.augment = augmentation(augment, self.provides["image_shape"][-1])
+        self.batch_size_per_device = batch_size
+        self.data_train: Dataset | None = None
+        self.data_val: Dataset | None = None
+        self.data_test: Dataset | None = None
+
+    def _collate(self) -> Callable:
+        raise NotImplementedError
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, C, H, W) and labels of the train or test split."""
+        hp = self.hparams
+        return self.source.read(hp.data_dir, train, download=hp.download, split_seed=hp.split_seed, source=hp.source)
+
+    def prepare_data(self) -> None:
+        """Download/extract once per node (Lightning calls this on local rank 0 only)."""
+        if self.source.downloads:
+            for train in (True, False):
+                self._load(train)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
+        if self.data_train is None:
+            self._build()
+
+    def _build(self) -> None:
+        images, targets = self._load(train=True)
+        self._check_provides(images, targets)
+        train_idx, val_idx = train_val_indices(len(targets), self.hparams.val_size, self.hparams.split_seed)
+        # two views of the same training split: the validation images are never augmented
+        self.data_train = Subset(TensorImageDataset(images, targets, self.augment), train_idx)
+        self.data_val = Subset(TensorImageDataset(images, targets), val_idx)
+        self.data_test = TensorImageDataset(*self._load(train=False))
+
+    def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        shape, n_classes = list(images.shape[1:]), int(targets.max()) + 1
+        declared_shape, declared_classes = list(self.provides["image_shape"]), self.provides["num_classes"]
+        compared = (shape[:1], declared_shape[:1]) if self.resizes else (shape, declared_shape)
+        if compared[0] != compared[1] or n_classes != declared_classes:
+            held = f"{shape[0]}-channel images" if self.resizes else f"images of shape {shape}"
+            raise DataError(
+                f"data={self.hparams.dataset} declares image_shape={declared_shape}, num_classes={declared_classes} "
+                f"but the files hold {held} of {n_classes} classes; fix the provides block of its config"
+            )
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=self._collate(),
+            num_workers=self.hparams.num_workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._loader(self.data_test)
+
+    def predict_dataloader(self) -> DataLoader:
+        n = self.hparams.num_samples
+        return self._loader(self.data_test if n is None else Subset(self.data_test, range(min(n, len(self.data_test)))))

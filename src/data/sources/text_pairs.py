@@ -1,0 +1,84 @@
+"""(article, summary) pairs: JSON Lines files (``.jsonl`` or ``.jsonl.gz``, rows ``{id, article,
+highlights}``) or a split of a Hugging Face hub dataset for online users."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.utils.errors import DataError, describe
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """One split as parallel lists: ``ids``, ``articles``, ``highlights`` (one sentence a line)."""
+
+    ids: list[str]
+    articles: list[str]
+    highlights: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def head(self, n: int | None) -> Pairs:
+        return self if n is None else Pairs(self.ids[:n], self.articles[:n], self.highlights[:n])
+
+
+def _valid(row: Any) -> bool:
+    return (isinstance(row, dict) and isinstance(row.get("article"), str) and isinstance(row.get("highlights"), str)
+            and bool(row["article"].strip()) and bool(row["highlights"].strip()))
+
+
+def read_jsonl(path: Path) -> Pairs:
+    """Rows ``{id, article, highlights}`` of a ``.jsonl`` or ``.jsonl.gz`` file. Empty or malformed
+    rows are skipped and counted in one warning: one bad line should not stop a run."""
+    ids, articles, highlights, skipped = [], [], [], 0
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                if not _valid(row):
+                    skipped += 1
+                    continue
+                ids.append(str(row.get("id", f"{path.name}:{n}")))
+                articles.append(row["article"].strip())
+                highlights.append(row["highlights"].strip())
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} could not be read ({describe(e)}); replace the file (JSON Lines with id, article, "
+                        "highlights)") from e
+    if skipped:
+        log.warning(f"{path}: skipped {skipped} empty or malformed rows of {skipped + len(ids)}")
+    if not ids:
+        raise DataError(f"{path} holds no usable rows (each line: JSON with non-empty 'article' and 'highlights')")
+    return Pairs(ids, articles, highlights)
+
+
+def local_split_file(folder: Path, split: str) -> Path | None:
+    for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def download_split(hf_dataset: str, hf_config: str | None, split: str) -> Pairs:
+    """A split from the Hugging Face hub (online users); raises on any failure."""
+    from datasets import load_dataset
+
+    ds = load_dataset(hf_dataset, hf_config, split=split)
+    rows = [r for r in ds if _valid(r)]
+    if len(rows) < len(ds):
+        log.warning(f"{hf_dataset}/{split}: skipped {len(ds) - len(rows)} empty or malformed rows of {len(ds)}")
+    return Pairs([str(r.get("id", i)) for i, r in enumerate(rows)], [r["article"].strip() for r in rows],
+                 [r["highlights"].strip() for r in rows])
