@@ -94,8 +94,8 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
 
 
 def data_dir() -> str:
-    """DATA_DIR, or ../shared/data beside the repo."""
+    """DATA_DIR, or a ``shared/data`` folder beside the repo."""
     path = os.environ.get("DATA_DIR") or str(ROOT.parent / "shared" / "data")
     if not Path(path, "MNIST", "raw").exists():
-        sys.exit(f"MNIST not found under {path}/MNIST/raw; set DATA_DIR to a writable copy of ../shared/data")
+        sys.exit(f"MNIST not found under {path}/MNIST/raw; set DATA_DIR to a writable folder with the datasets")
     return path

@@ -35,7 +35,7 @@ SMALL = {
 def cnndm_dir() -> Path:
     path = Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "data") / "cnn_dailymail"
     if not (path / "pg_tokenized" / "train.jsonl.gz").exists():
-        sys.exit(f"{path}/pg_tokenized/ not found; set DATA_DIR to a copy of ../shared/data")
+        sys.exit(f"{path}/pg_tokenized/ not found; set DATA_DIR to the folder that holds cnn_dailymail/")
     return path
 
 

@@ -74,7 +74,7 @@ def test_ddp_cpu_single_run(tmp_path: Path) -> None:
     assert "[rank: 1]" not in out and "GLOBAL_RANK: 1" not in out
 
 
-@pytest.mark.slow  # ~1 min: two DDP jobs of 2 processes each
+@pytest.mark.slow  # two DDP jobs of 2 processes each
 def test_ddp_cpu_multirun_one_dir_per_job(tmp_path: Path) -> None:
     proc = run_cli(["train.py", "-m", "trainer=ddp_cpu", "trainer.max_epochs=1", "model.net.hidden=32,64",
                     f"paths.log_dir={tmp_path}", *QUIET])

@@ -197,7 +197,7 @@ def test_run_logs_metrics_grids_and_weights_only_checkpoint(trained_gan: Path) -
     assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in module.state_dict().items())
 
 
-@pytest.mark.slow  # a subprocess: ~30 s
+@pytest.mark.slow  # eval.py in a subprocess on the trained GAN
 def test_eval_samples_images_and_reproduces_test_metrics(trained_gan: Path, classifier_ckpt: Path, tmp_path: Path) -> None:
     best = next((trained_gan / "checkpoints").glob("epoch_*.ckpt"))
     proc = run_cli(["eval.py", f"ckpt_path={best}", "model=dcgan", "data=digits_generation", "model.conditional=true",

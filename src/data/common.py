@@ -1,9 +1,10 @@
-"""Helpers every task's DataModule shares: the per-device share of the global batch, seeded
-train/validation splits, and the image augmentations."""
+"""Helpers every task's DataModule shares: loader worker settings, the per-device share of the
+global batch, seeded train/validation splits, and the image augmentations."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from lightning import Trainer
@@ -25,6 +26,12 @@ def augmentation(name: str, image_size: int) -> v2.Transform | None:
         raise ConfigError(f"data.augment={name!r} is not one of {', '.join(sorted(AUGMENTATIONS))}")
     transforms = AUGMENTATIONS[name](image_size)
     return v2.Compose(transforms) if transforms else None
+
+
+def worker_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    """``DataLoader`` settings from a data config's ``num_workers``/``pin_memory``; workers are kept
+    alive across epochs instead of being restarted for each."""
+    return {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
 
 
 def per_device_batch_size(batch_size: int, trainer: Trainer | None) -> int:

@@ -12,7 +12,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from torchvision.transforms import v2
 
-from src.data.common import augmentation, per_device_batch_size, train_val_indices
+from src.data.common import augmentation, per_device_batch_size, train_val_indices, worker_options
 from src.data.sources.images import image_source
 from src.utils.errors import DataError
 
@@ -132,9 +132,7 @@ class ImageDataModule(LightningDataModule):
             shuffle=shuffle,
             drop_last=drop_last,
             collate_fn=self._collate(),
-            num_workers=self.hparams.num_workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=self.hparams.num_workers > 0,
+            **worker_options(self.hparams.num_workers, self.hparams.pin_memory),
         )
 
     def train_dataloader(self) -> DataLoader:

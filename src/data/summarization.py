@@ -12,7 +12,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.common import per_device_batch_size
+from src.data.common import per_device_batch_size, worker_options
 from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import Pairs, local_split_file, read_jsonl
@@ -193,9 +193,7 @@ class SummarizationDataModule(LightningDataModule):
             batch_size=self.batch_size_per_device,
             sampler=sampler,
             collate_fn=Seq2SeqCollator(self._tokenizer, hp.max_source_len, hp.max_target_len, hp.source_prefix),
-            num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory,
-            persistent_workers=hp.num_workers > 0,
+            **worker_options(hp.num_workers, hp.pin_memory),
         )
 
     def train_dataloader(self) -> DataLoader:

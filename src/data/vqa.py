@@ -11,7 +11,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
-from src.data.common import augmentation, per_device_batch_size
+from src.data.common import augmentation, per_device_batch_size, worker_options
 from src.data.sources.easy_vqa import EASY_VQA_STATS, QUESTION_TYPES, easy_vqa_root, load_easy_vqa, question_type
 from src.data.tokenizers import WORD_PAD, pretrained_tokenizer, word_level_tokenizer
 from src.utils.errors import DataError
@@ -155,9 +155,7 @@ class VQADataModule(LightningDataModule):
             batch_size=self.batch_size_per_device,
             shuffle=train,
             collate_fn=VQACollate(self.augment if train else None),
-            num_workers=self.hparams.num_workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=self.hparams.num_workers > 0,
+            **worker_options(self.hparams.num_workers, self.hparams.pin_memory),
         )
 
     def train_dataloader(self) -> DataLoader:
