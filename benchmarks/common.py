@@ -93,9 +93,11 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
     return next(float(r[key]) for r in reversed(rows) if r.get(key))
 
 
-def data_dir() -> str:
-    """DATA_DIR, or a ``shared/data`` folder beside the repo."""
-    path = os.environ.get("DATA_DIR") or str(ROOT.parent / "shared" / "data")
-    if not Path(path, "MNIST", "raw").exists():
-        sys.exit(f"MNIST not found under {path}/MNIST/raw; set DATA_DIR to a writable folder with the datasets")
+def data_dir(required: str = "MNIST/raw") -> str:
+    """DATA_DIR (a writable folder: torchvision extracts next to its archives), checked to hold
+    ``required``."""
+    path = os.environ.get("DATA_DIR")
+    if not path or not Path(path, required).exists():
+        sys.exit(f"{required} not found under DATA_DIR={path or '(unset)'}; set DATA_DIR to a writable folder "
+                 "with the datasets")
     return path

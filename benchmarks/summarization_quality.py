@@ -15,11 +15,9 @@ The last output line is JSON with the table.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-from common import ROOT, emit, last_values, print_table, train_run
+from common import ROOT, data_dir, emit, last_values, print_table, train_run
 
 KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 # CPU-sized versions of the experiments (``--size small``); ``--size full`` keeps them as pinned
@@ -33,10 +31,7 @@ SMALL = {
 
 
 def cnndm_dir() -> Path:
-    path = Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "data") / "cnn_dailymail"
-    if not (path / "pg_tokenized" / "train.jsonl.gz").exists():
-        sys.exit(f"{path}/pg_tokenized/ not found; set DATA_DIR to the folder that holds cnn_dailymail/")
-    return path
+    return Path(data_dir("cnn_dailymail/pg_tokenized/train.jsonl.gz")) / "cnn_dailymail"
 
 
 def run(script: str, overrides: list[str], name: str) -> tuple[float, dict[str, float]]:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
 from common import emit, print_table
 
 

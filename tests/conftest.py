@@ -23,7 +23,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 from src.data.sources import images  # noqa: E402
-from src.utils.config import compose, group_options, register_resolvers  # noqa: E402
+from src.utils.config import compose, group_options, option_tasks, register_resolvers  # noqa: E402
 from train import train  # noqa: E402
 
 register_resolvers()
@@ -35,14 +35,15 @@ QUIET = ["trainer.enable_progress_bar=false", "extras.print_config=false", "call
 FAST = [*QUIET, "trainer.max_epochs=1"]
 
 
-def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """``python <config_name>.py <overrides>`` composed, its run dir set to ``output_dir``."""
-    return compose(config_name, overrides, output_dir)
+def compatible_pairs(task: str | None = None) -> list[tuple[str, str]]:
+    """Every (model, data) pair whose tasks match, optionally of one task only."""
+    models, data = option_tasks("model", "task"), option_tasks("data", "provides.task")
+    return [(m, d) for m in models for d in data if models[m] == data[d] and task in (None, models[m])]
 
 
 @pytest.fixture
 def cfg_train(tmp_path: Path):
-    return lambda *overrides: compose_cfg("train", [*FAST, *overrides], tmp_path)
+    return lambda *overrides: compose("train", [*FAST, *overrides], tmp_path)
 
 
 # -- real data ----------------------------------------------------------------------------------
@@ -195,14 +196,14 @@ def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 def full_interrupted_resumed(common: list[str], tmp_path: Path) -> tuple[Path, Path, Path]:
     """Run ``common`` for its epochs uninterrupted; again stopped after epoch 1; then resumed
     from that run's last.ckpt. Returns the three last.ckpt paths."""
-    train(compose_cfg("train", common, tmp_path / "full"))
-    first = compose_cfg("train", common, tmp_path / "first")
+    train(compose("train", common, tmp_path / "full"))
+    first = compose("train", common, tmp_path / "first")
     with open_dict(first):
         first.callbacks.stop = {"_target_": "tests.conftest.StopAfterEpochs", "epochs": 1}
     train(first)
     interrupted = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(interrupted, weights_only=True)["epoch"] == 0
-    train(compose_cfg("train", [*common, f"ckpt_path={interrupted}"], tmp_path / "resumed"))
+    train(compose("train", [*common, f"ckpt_path={interrupted}"], tmp_path / "resumed"))
     return tmp_path / "full" / "checkpoints" / "last.ckpt", interrupted, tmp_path / "resumed" / "checkpoints" / "last.ckpt"
 
 

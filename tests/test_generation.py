@@ -22,8 +22,9 @@ from src.metrics.image_quality import (
 )
 from src.models.generation import GenerationModule
 from src.models.nets.gan import GAN, DCGANDiscriminator, DCGANGenerator
+from src.utils.config import compose
 from src.utils.errors import ConfigError, DataError
-from tests.conftest import FAST, compose_cfg, final_weights, full_interrupted_resumed, metrics_csv, run_cli
+from tests.conftest import FAST, final_weights, full_interrupted_resumed, metrics_csv, run_cli
 from train import train
 
 DIGITS = {"task": "generation", "image_shape": [1, 8, 8], "num_classes": 10}
@@ -121,7 +122,7 @@ def test_both_optimizers_step_and_only_their_net(model: str, n_critic: int, expe
 def classifier_ckpt(tmp_path_factory) -> Path:
     """archlab's own CNN on digits: the offline feature extractor."""
     out = tmp_path_factory.mktemp("classifier")
-    train(compose_cfg("train", [*FAST, "trainer.max_epochs=2", "test=false"], out))
+    train(compose("train", [*FAST, "trainer.max_epochs=2", "test=false"], out))
     return out / "checkpoints" / "last.ckpt"
 
 
@@ -170,7 +171,7 @@ def test_classifier_of_another_dataset_is_refused(classifier_ckpt: Path) -> None
 def trained_gan(classifier_ckpt: Path, tmp_path_factory) -> Path:
     """A class-conditional DCGAN on digits, scored with the digits classifier."""
     out = tmp_path_factory.mktemp("gan")
-    train(compose_cfg("train", [*FAST, "model=dcgan", "data=digits_generation", "trainer.max_epochs=2",
+    train(compose("train", [*FAST, "model=dcgan", "data=digits_generation", "trainer.max_epochs=2",
                                 "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
                                 "model.conditional=true", f"model.metrics.classifier_ckpt={classifier_ckpt}",
                                 "model.metrics.kid_subset_size=100"], out))

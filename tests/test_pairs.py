@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.utils.config import compatible_pairs
-from tests.conftest import compose_cfg, synthetic_pairs_dir
+from src.utils.config import compose
+from tests.conftest import compatible_pairs, synthetic_pairs_dir
 from train import train
 
 # Small batches, a validation split small enough for the synthetic image sets, short summaries;
@@ -44,11 +44,11 @@ def test_fast_dev_run(model: str, data: str, tmp_path: Path, data_root: Path, sy
     overrides = [f"model={model}", f"data={data}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true",
                  "data.num_workers=0", "data.pin_memory=false", "trainer.enable_progress_bar=false",
                  "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
-    cfg = compose_cfg("train", overrides, tmp_path / "run")
+    cfg = compose("train", overrides, tmp_path / "run")
     settings = [o for o in TASK_SETTINGS[cfg.model.task] if OmegaConf.select(cfg, o.split("=")[0]) is not None]
     overrides += [*settings, *OFFLINE.get(model, lambda _: [])(tiny_hf_dir)]
     trains = any(key.startswith("optimizer") for key in cfg.model)  # a model without an optimizer has no weights
-    metrics, _ = train(compose_cfg("train", [*overrides, f"train={trains}"], tmp_path / "run"))
+    metrics, _ = train(compose("train", [*overrides, f"train={trains}"], tmp_path / "run"))
     tested = {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
     assert tested and all(map(torch.isfinite, map(torch.tensor, tested.values()))), metrics
     if trains:

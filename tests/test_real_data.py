@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from tests.conftest import QUIET, compose_cfg
+from src.utils.config import compose
+from tests.conftest import QUIET
 from train import train
 
 
 def test_mnist_from_data_dir_learns(mnist_dir: Path, tmp_path: Path) -> None:
     """200 steps of the CNN on real MNIST, then the full 10k test set: >= 97 %."""
-    cfg = compose_cfg("train", [
+    cfg = compose("train", [
         *QUIET, "data=mnist", f"data.data_dir={mnist_dir}", "trainer.max_epochs=1",
         "trainer.limit_train_batches=200", "trainer.limit_val_batches=10",
     ], tmp_path)

@@ -7,14 +7,15 @@ import torch
 
 from src.models.classification import ClassificationModule
 from src.models.nets.cnn import SimpleCNN
-from tests.conftest import QUIET, compose_cfg, run_cli, run_dirs
+from src.utils.config import compose
+from tests.conftest import QUIET, run_cli, run_dirs
 from train import train
 
 pytestmark = pytest.mark.slow
 
 
 def test_compiled_run_checkpoint_loads_uncompiled(tmp_path: Path) -> None:
-    cfg = compose_cfg("train", [*QUIET, "model.compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
+    cfg = compose("train", [*QUIET, "model.compile=true", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
                                 "trainer.limit_val_batches=2", "test=false"], tmp_path)
     _, objects = train(cfg)
     assert hasattr(objects["model"].net, "_compiled_call_impl") and objects["model"].net._compiled_call_impl

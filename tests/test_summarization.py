@@ -12,8 +12,9 @@ from src.models.nets.decoding import ban_repeated_ngrams, beam_search, greedy_se
 from src.models.nets.lstm import PointerGeneratorLSTM
 from src.models.nets.transformer import TransformerSeq2Seq
 from src.models.summarization import SummarizationModule
+from src.utils.config import compose
 from src.utils.errors import CheckpointError
-from tests.conftest import FAST, compose_cfg, final_weights, full_interrupted_resumed, pairs_overrides, synthetic_pairs_dir
+from tests.conftest import FAST, final_weights, full_interrupted_resumed, pairs_overrides, synthetic_pairs_dir
 from train import train
 
 TINY = {
@@ -105,7 +106,7 @@ def cfg_summ(tmp_path: Path, model: str, *overrides: str, hf_dir: Path | None = 
              n_train: int = 24):
     root = synthetic_pairs_dir(tmp_path / "data", n_train=n_train, same=same)
     fast = [o for o in FAST if "callbacks=none" not in overrides or not o.startswith("callbacks.")]
-    return compose_cfg("train", [*fast, *pairs_overrides(root, tmp_path / "cache"), *model_overrides(model, hf_dir),
+    return compose("train", [*fast, *pairs_overrides(root, tmp_path / "cache"), *model_overrides(model, hf_dir),
                                  *overrides], tmp_path / "run")
 
 
@@ -163,31 +164,31 @@ def test_checkpoint_knows_its_tokenizer(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(torch.load(last, weights_only=True)["tokenizer_fingerprint"]) == 16
     overrides = [*pairs_overrides(tmp_path / "data", tmp_path / "cache"), *model_overrides("transformer"), f"ckpt_path={last}",
                  "extras.print_config=false", "trainer.enable_progress_bar=false", "model.generation.max_len=4"]
-    metrics, _ = evaluate(compose_cfg("eval", overrides, tmp_path / "eval"))
+    metrics, _ = evaluate(compose("eval", overrides, tmp_path / "eval"))
     assert 0.0 <= float(metrics["test/rouge1"]) <= 1.0
     with pytest.raises(CheckpointError, match="trained with another tokenizer"):
-        evaluate(compose_cfg("eval", [*overrides, "data.max_examples.train=12"], tmp_path / "eval_other"))
+        evaluate(compose("eval", [*overrides, "data.max_examples.train=12"], tmp_path / "eval_other"))
 
 
 def test_eval_lead3_without_checkpoint(tmp_path: Path) -> None:
     root = synthetic_pairs_dir(tmp_path / "data")
     overrides = ["model=lead3", *pairs_overrides(root, tmp_path / "cache"), "extras.print_config=false",
                  "trainer.enable_progress_bar=false"]
-    metrics, objects = evaluate(compose_cfg("eval", overrides, tmp_path / "run"))
+    metrics, objects = evaluate(compose("eval", overrides, tmp_path / "run"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and set(rows[0]) == {"id", "reference", "prediction"}
     # synthetic highlights are sentences 1 and 3 of 4: Lead-3 recalls all of them
     assert 0.6 < float(metrics["test/rouge1"]) < 1.0
     assert objects["datamodule"]._tokenizer is None and not (tmp_path / "cache").exists()  # no BPE trained
     with pytest.raises(SystemExit):  # a model with weights still needs ckpt_path (CheckpointError, one line)
-        evaluate(compose_cfg("eval", [*overrides, "model=transformer"], tmp_path / "run2"))
+        evaluate(compose("eval", [*overrides, "model=transformer"], tmp_path / "run2"))
 
 
 def test_eval_without_checkpoint_is_a_checkpoint_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     root = synthetic_pairs_dir(tmp_path / "data")
     with pytest.raises(CheckpointError, match="model=.*needs trained weights: pass ckpt_path="):
-        evaluate(compose_cfg("eval", ["model=transformer", *pairs_overrides(root, tmp_path / "cache"),
+        evaluate(compose("eval", ["model=transformer", *pairs_overrides(root, tmp_path / "cache"),
                                       "extras.print_config=false"], tmp_path / "run"))
 
 
@@ -196,7 +197,7 @@ def test_lead3_on_real_cnn_dailymail(data_dir: Path, tmp_path: Path) -> None:
     """The 500 HF-format test stories (CNN): Lead-3 measured at R-1 30.2 / R-2 11.8 / R-Lsum 26.9."""
     if not (data_dir / "cnn_dailymail" / "test.jsonl").exists():
         pytest.skip(f"no cnn_dailymail/test.jsonl in {data_dir}")
-    cfg = compose_cfg("eval", ["model=lead3", "data=cnn_dailymail", f"data.data_dir={data_dir}/cnn_dailymail",
+    cfg = compose("eval", ["model=lead3", "data=cnn_dailymail", f"data.data_dir={data_dir}/cnn_dailymail",
                                "extras.print_config=false", "trainer.enable_progress_bar=false"], tmp_path)
     metrics, objects = evaluate(cfg)
     assert len(objects["datamodule"].data["test"]) == 500
@@ -209,7 +210,7 @@ def test_transformer_trains_on_real_pg_data(data_dir: Path, tmp_path: Path) -> N
     folder = data_dir / "cnn_dailymail" / "pg_tokenized"
     if not (folder / "train.jsonl.gz").exists():
         pytest.skip(f"no cnn_dailymail/pg_tokenized in {data_dir}")
-    cfg = compose_cfg("train", [
+    cfg = compose("train", [
         *FAST, "data=cnn_dailymail_pg", f"data.data_dir={folder}", f"data.tokenizer.cache_dir={tmp_path / 'cache'}",
         "data.tokenizer.vocab_size=2000", "data.max_examples.train=256", "data.max_examples.validation=16",
         "data.max_examples.test=16", "data.max_source_len=200", "data.max_target_len=40", "data.batch_size=16",

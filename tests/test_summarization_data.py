@@ -10,14 +10,15 @@ from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import read_jsonl
 from src.data.summarization import SummarizationDataModule
+from src.utils.config import compose
 from src.utils.errors import DataError
 from src.utils.instantiate import instantiate_component
-from tests.conftest import compose_cfg, pairs_overrides, synthetic_pairs, synthetic_pairs_dir, write_jsonl
+from tests.conftest import pairs_overrides, synthetic_pairs, synthetic_pairs_dir, write_jsonl
 
 
 def make_datamodule(tmp_path: Path, *overrides: str, root: Path | None = None) -> SummarizationDataModule:
     root = root or synthetic_pairs_dir(tmp_path / "data")
-    cfg = compose_cfg("train", [*pairs_overrides(root, tmp_path / "cache"), *overrides], tmp_path)
+    cfg = compose("train", [*pairs_overrides(root, tmp_path / "cache"), *overrides], tmp_path)
     return instantiate_component(cfg.data)
 
 
@@ -52,7 +53,7 @@ def test_hub_failure_offline_is_a_data_error(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(text_pairs, "download_split", offline)
     root = tmp_path / "data"
     write_jsonl(root / "validation.jsonl", synthetic_pairs(6))
-    cfg = compose_cfg("train", ["data=cnn_dailymail", f"data.data_dir={root}"], tmp_path)
+    cfg = compose("train", ["data=cnn_dailymail", f"data.data_dir={root}"], tmp_path)
     with pytest.raises(DataError, match=r"abisee/cnn_dailymail could not be loaded.*ConnectionError.*data\.splits\.train=validation"):
         instantiate_component(cfg.data).setup("fit")
 

@@ -2,11 +2,15 @@
 
 from pathlib import Path
 
+import pytest
 import torch
+from omegaconf import OmegaConf
 
 from src.models.classification import ClassificationModule
 from src.models.nets.cnn import SimpleCNN
-from tests.conftest import QUIET, final_weights, full_interrupted_resumed
+from src.utils.checkpoint import load_checkpoint
+from src.utils.instantiate import instantiate_component
+from tests.conftest import QUIET, final_weights, full_interrupted_resumed, metrics_csv, run_cli, run_dirs
 from train import train
 
 
@@ -71,23 +75,23 @@ def test_channels_last_setting_reaches_the_net() -> None:
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
 
-def test_checkpoint_of_the_previous_format_is_upgraded(cfg_train, tmp_path: Path) -> None:
-    """A checkpoint written before one-name-per-task (format 1: task 'image_classification', the
-    old DataModule class, the scheduler's 'monitor') is upgraded by archlab's loader."""
-    from src.utils.checkpoint import load_checkpoint
+# Written by archlab before one-name-per-task (commit dab7785): `python train.py
+# "model.net.channels=[4,8]" model.net.hidden=16 trainer.max_epochs=1`, test/acc 37/360.
+FORMAT1 = Path(__file__).parent / "data" / "format1_cnn_digits.ckpt"
 
-    _, objects = train(cfg_train("test=false"))
-    current = torch.load(Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    old = torch.load(Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    meta = old["archlab"]
-    del meta["version"]
-    meta["config"]["model"]["task"] = meta["config"]["data"]["provides"]["task"] = "image_classification"
-    meta["config"]["data"]["_target_"] = "src.data.classification.ImageClassificationDataModule"
-    meta["config"]["model"]["monitor"] = "val/loss"
-    old["hyper_parameters"]["monitor"] = old["hyper_parameters"].pop("scheduler_monitor")
-    torch.save(old, tmp_path / "old.ckpt")
 
-    current["archlab"]["config"]["model"]["scheduler_monitor"] = "val/loss"  # stated in format-1 configs
-    assert load_checkpoint(tmp_path / "old.ckpt")["archlab"] == current["archlab"]
-    # Lightning's own loader keeps the hparams the module still takes
-    ClassificationModule.load_from_checkpoint(tmp_path / "old.ckpt", net=SimpleCNN(1, 10, image_size=8), weights_only=True)
+def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
+    """A format-1 checkpoint (task 'image_classification', the old DataModule class, the
+    scheduler's 'monitor') is upgraded on load, its weights load into today's model, and eval.py
+    reproduces the test accuracy it was saved with."""
+    ckpt = load_checkpoint(FORMAT1)
+    meta = ckpt["archlab"]
+    assert meta["version"] == 2 and meta["config"]["model"]["task"] == meta["config"]["data"]["provides"]["task"] == "classification"
+    assert meta["config"]["data"]["_target_"] == "src.data.classification.ClassificationDataModule"
+    assert ckpt["hyper_parameters"]["scheduler_monitor"] == "val/loss" and "monitor" not in ckpt["hyper_parameters"]
+    instantiate_component(OmegaConf.create(meta["config"]["model"])).load_state_dict(ckpt["state_dict"])
+    proc = run_cli(["eval.py", f"ckpt_path={FORMAT1}", "model.net.channels=[4,8]", "model.net.hidden=16",
+                    f"paths.log_dir={tmp_path}", "extras.print_config=false"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert float(metrics_csv(run)["test/acc"]) == pytest.approx(37 / 360)

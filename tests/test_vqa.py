@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.data.sources.easy_vqa import QUESTION_TYPES, easy_vqa_root, load_easy_vqa
+from src.data.sources.easy_vqa import easy_vqa_root, load_easy_vqa
 from src.data.tokenizers import word_level_tokenizer
-from src.data.vqa import VQADataModule
+from src.data.vqa import QUESTION_TYPES, VQADataModule
 from src.models.nets.cnn import ConvFeatures
 from src.models.nets.fusion import FUSIONS, VQANet
 from src.models.nets.text import RNNTextEncoder
-from src.utils.config import CONFIG_DIR, check_compatibility
+from src.utils.config import CONFIG_DIR, check_compatibility, compose
 from src.utils.errors import ConfigError, DataError
-from tests.conftest import QUIET, compose_cfg
+from tests.conftest import QUIET
 from train import train
 
 PROVIDES = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / "easy_vqa.yaml").provides)
@@ -88,7 +88,7 @@ def test_image_grouping_is_exact(fusion: str) -> None:
 
 @pytest.mark.parametrize("fusion", sorted(FUSIONS))
 def test_fast_dev_run_each_fusion(fusion: str, tmp_path: Path) -> None:
-    cfg = compose_cfg("train", [*FAST, f"model.net.fusion={fusion}", "trainer.fast_dev_run=true", "data.batch_size=8"],
+    cfg = compose("train", [*FAST, f"model.net.fusion={fusion}", "trainer.fast_dev_run=true", "data.batch_size=8"],
                       tmp_path)
     metrics, _ = train(cfg)
     assert torch.isfinite(metrics["train/loss"]) and {f"test/acc_{t}" for t in QUESTION_TYPES} <= set(metrics)
@@ -97,7 +97,7 @@ def test_fast_dev_run_each_fusion(fusion: str, tmp_path: Path) -> None:
 def test_transformer_text_encoder_runs(tmp_path: Path) -> None:
     encoder = ["model.net.text_encoder._target_=src.models.nets.text.TransformerTextEncoder",
                "~model.net.text_encoder.cell", "+model.net.text_encoder.num_layers=1"]
-    metrics, _ = train(compose_cfg("train", [*FAST, *encoder, "trainer.fast_dev_run=true", "data.batch_size=8"], tmp_path))
+    metrics, _ = train(compose("train", [*FAST, *encoder, "trainer.fast_dev_run=true", "data.batch_size=8"], tmp_path))
     assert torch.isfinite(metrics["train/loss"])
 
 
@@ -115,7 +115,7 @@ def test_pretrained_hf_encoder_and_tokenizer_from_local_folder(tmp_path: Path, p
     overrides = [f"data.tokenizer={hf_dir}", "~model.net.text_encoder",
                  f"+model.net.text_encoder={{_target_: src.models.nets.text.HFTextEncoder, name_or_path: '{hf_dir}'}}",
                  "trainer.fast_dev_run=true", "data.batch_size=8"]
-    metrics, objects = train(compose_cfg("train", [*FAST, *overrides], tmp_path))
+    metrics, objects = train(compose("train", [*FAST, *overrides], tmp_path))
     assert torch.isfinite(metrics["train/loss"]) and objects["model"].net.text_encoder.dim == 32
 
 
@@ -150,7 +150,7 @@ def test_checkpoint_and_test_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     file, a PNG grid and a W&B table (offline run)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    cfg = compose_cfg("train", [*FAST, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+    cfg = compose("train", [*FAST, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=4", "data.batch_size=16"],
                       tmp_path)
     metrics, objects = train(cfg)
@@ -164,6 +164,6 @@ def test_checkpoint_and_test_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_fusion_on_mnist_is_a_clear_mismatch(tmp_path: Path) -> None:
-    cfg = compose_cfg("train", ["model=fusion", "data=mnist"], tmp_path)
+    cfg = compose("train", ["model=fusion", "data=mnist"], tmp_path)
     with pytest.raises(ConfigError, match="model=fusion .* cannot run on data=mnist.*Data for model=fusion: easy_vqa"):
         check_compatibility(cfg, {"model": "fusion", "data": "mnist"})

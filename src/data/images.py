@@ -9,12 +9,20 @@ from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
 from torchvision.transforms import v2
 
-from src.data.common import augmentation, per_device_batch_size, train_val_indices, worker_options
+from src.data.common import augmentation, check_augment, per_device_batch_size, worker_options
 from src.data.sources.images import image_source
 from src.utils.errors import DataError
+
+
+def train_val_indices(n: int, val_size: int | float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of ``range(n)`` into train and validation indices; a float ``val_size`` is a
+    fraction of ``n``. Independent of the training seed: every run sees the same validation set."""
+    n_val = int(round(val_size * n)) if isinstance(val_size, float) else val_size
+    train_idx, val_idx = random_split(range(n), [n - n_val, n_val], torch.Generator().manual_seed(seed))
+    return list(train_idx.indices), list(val_idx.indices)
 
 
 class TensorImageDataset(Dataset):
@@ -78,7 +86,7 @@ class ImageDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.source = image_source(dataset)
         self.provides = dict(provides)
-        self.augment = augmentation(augment, self.provides["image_shape"][-1])
+        check_augment(augment)
         self.batch_size_per_device = batch_size
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
@@ -107,8 +115,10 @@ class ImageDataModule(LightningDataModule):
         images, targets = self._load(train=True)
         self._check_provides(images, targets)
         train_idx, val_idx = train_val_indices(len(targets), self.hparams.val_size, self.hparams.split_seed)
+        # augmentation acts on the stored images, before any resize to provides.image_shape
+        augment = augmentation(self.hparams.augment, images.shape[-1])
         # two views of the same training split: the validation images are never augmented
-        self.data_train = Subset(TensorImageDataset(images, targets, self.augment), train_idx)
+        self.data_train = Subset(TensorImageDataset(images, targets, augment), train_idx)
         self.data_val = Subset(TensorImageDataset(images, targets), val_idx)
         self.data_test = TensorImageDataset(*self._load(train=False))
 

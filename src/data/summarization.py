@@ -159,7 +159,8 @@ class SummarizationDataModule(LightningDataModule):
         train = self.load("train")
         cut = self.hparams.max_source_len * CHARS_PER_TOKEN
         texts = [a[:cut] for a in train.articles] + train.highlights
-        return cached_bpe(texts, cfg["vocab_size"], cfg.get("min_frequency", 2), cfg.get("cache_dir"), self.hparams.name)
+        return cached_bpe(texts, cfg["vocab_size"], cfg.get("min_frequency", 2), cfg.get("cache_dir"), self.hparams.name,
+                          text_settings=(CHARS_PER_TOKEN,))
 
     def _check_provides(self, tok: Any) -> None:
         declared = {k: self.provides.get(k) for k in ("vocab_size", "pad_id", "bos_id", "eos_id")}

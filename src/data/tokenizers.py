@@ -65,13 +65,14 @@ def wrap_bpe(tok: Any) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, bos_token=bos, eos_token=eos, unk_token=unk)
 
 
-def cached_bpe(texts: Sequence[str], vocab_size: int, min_frequency: int, cache_dir: str | None, name: str) -> Any:
+def cached_bpe(texts: Sequence[str], vocab_size: int, min_frequency: int, cache_dir: str | None, name: str,
+               text_settings: Sequence[int] = ()) -> Any:
     """:func:`train_bpe` on ``texts``, or the cached file whose name hashes the texts and the
-    settings (any change to either trains a new one). Writes are atomic (write, then rename), so
+    settings, ``text_settings`` (what shaped the texts) included: any change trains a new one. Writes are atomic (write, then rename), so
     a process reading the cache (another DDP rank) never sees half a file."""
     from tokenizers import Tokenizer
 
-    digest = hashlib.sha1(json.dumps([vocab_size, min_frequency, SPECIAL_TOKENS]).encode())
+    digest = hashlib.sha1(json.dumps([vocab_size, min_frequency, *text_settings, SPECIAL_TOKENS]).encode())
     for t in texts:
         digest.update(t.encode())
         digest.update(b"\0")

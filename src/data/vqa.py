@@ -12,9 +12,18 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
 from src.data.common import augmentation, per_device_batch_size, worker_options
-from src.data.sources.easy_vqa import EASY_VQA_STATS, QUESTION_TYPES, easy_vqa_root, load_easy_vqa, question_type
+from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
 from src.data.tokenizers import WORD_PAD, pretrained_tokenizer, word_level_tokenizer
 from src.utils.errors import DataError
+
+SHAPES = ("circle", "rectangle", "triangle")
+# What a question asks about, told by the kind of answer it has.
+QUESTION_TYPES = ("shape", "color", "yes_no")
+
+
+def question_type(answer: str) -> int:
+    """Index into :data:`QUESTION_TYPES` of a question with this answer."""
+    return 2 if answer in ("yes", "no") else 0 if answer in SHAPES else 1
 
 
 def encode_questions(questions: Sequence[str], tokenizer_name: str | None, vocabulary: Sequence[str]) -> tuple[torch.Tensor, int]:

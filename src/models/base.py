@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +19,36 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
-from src.models.optim import build_optimizers
 from src.utils.errors import ConfigError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+
+def build_optimizers(
+    module: LightningModule,
+    optimizer: OptimizerFactory | None,
+    scheduler: SchedulerFactory | None,
+    interval: str = "epoch",
+    monitor: str = "val/loss",
+) -> Any:
+    """Call the ``_partial_`` optimizer (and scheduler) from the model config.
+
+    A scheduler whose signature takes ``total_steps`` (OneCycleLR) and does not set it gets the
+    trainer's estimate, so one config serves any dataset size, batch size or device count.
+    """
+    if optimizer is None:
+        raise ConfigError("the model config has no optimizer; set model.optimizer (a _partial_ torch.optim class)")
+    opt = optimizer(params=module.trainer.model.parameters())
+    if scheduler is None:
+        return opt
+    kwargs = {}
+    func = getattr(scheduler, "func", scheduler)
+    if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(scheduler, "keywords", {}):
+        kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
+    sched = scheduler(optimizer=opt, **kwargs)
+    # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "monitor": monitor, "name": "train/lr"}}
 
 
 class TaskModule(LightningModule):
@@ -55,8 +81,8 @@ class TaskModule(LightningModule):
 
     def configure_optimizers(self) -> Any:
         if not self.needs_checkpoint:
-            raise ConfigError(f"{type(self.net).__name__} has no weights to train; evaluate it instead: "
-                              "python eval.py model=<this model> data=<data> (no ckpt_path needed)")
+            raise ConfigError(f"{type(self.net).__name__} has no weights to train; evaluate it with eval.py and "
+                              "the same model= and data= (no ckpt_path needed)")
         return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
                                 self.hparams.get("scheduler_interval", "epoch"),
                                 self.hparams.get("scheduler_monitor", "val/loss"))

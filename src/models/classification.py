@@ -43,7 +43,7 @@ class ClassificationModule(LabelTaskModule):
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),
                              "f1": MulticlassF1Score(num_classes, average="macro")})
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes, normalize="true")  # rows: recall of each class
         self.plot_batch: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

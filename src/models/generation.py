@@ -44,6 +44,8 @@ class GenerationModule(TaskModule):
     ``hparams`` hold plain values only, so checkpoints load with ``weights_only=True``.
     """
 
+    IGNORED = ["net", "optimizer_g", "optimizer_d", "scheduler"]
+
     def __init__(
         self,
         net: GAN,
@@ -73,7 +75,7 @@ class GenerationModule(TaskModule):
         if (net.generator.latent_dim, net.generator.conditional) != (latent_dim, conditional):
             raise ConfigError(f"model.latent_dim={latent_dim} and model.conditional={conditional} disagree with the "
                               "generator's; interpolate them (${{model.latent_dim}}, ${{model.conditional}})")
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer_g", "optimizer_d", "scheduler"])
+        self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self.automatic_optimization = False
         self.optimizer_factories = {"g": optimizer_g, "d": optimizer_d}
         self.metrics_cfg = {**DEFAULT_METRICS, **(metrics or {})}

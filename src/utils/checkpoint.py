@@ -82,4 +82,3 @@ def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str]
         fix = " ".join(f"{g}={v}" for g, v in trained.items() if g in ("model", "data"))
         now = " ".join(f"{g}={choices.get(g)}" for g in wrong)
         raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python eval.py ckpt_path={path} {fix}")
-

@@ -49,8 +49,8 @@ def config_choices() -> dict[str, str]:
 
 
 def group_options(group: str) -> list[str]:
-    """Every option of a config group, on the config search path in use (``hydra.searchpath``
-    included) inside an entry point, or in ``configs/`` outside one."""
+    """Every option of a config group: on the entry point's config search path inside one, in
+    ``configs/`` outside one. Sub-folders (``model/base/``) are not options."""
     if GlobalHydra.instance().is_initialized():
         return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
@@ -67,12 +67,6 @@ def option_tasks(group: str, key: str) -> dict[str, str | None]:
 
 def _task(cfg: DictConfig, group: str, key: str) -> str | None:
     return OmegaConf.select(cfg, f"{group}.{key}", default=None)
-
-
-def compatible_pairs(task: str | None = None) -> list[tuple[str, str]]:
-    """Every (model, data) pair whose tasks match, optionally of one task only."""
-    models, data = option_tasks("model", "task"), option_tasks("data", "provides.task")
-    return [(m, d) for m in models for d in data if models[m] == data[d] and task in (None, models[m])]
 
 
 def check_compatibility(cfg: DictConfig, choices: Mapping[str, str]) -> None:

@@ -1,5 +1,5 @@
-"""Figures logged at test time: a PNG in the run dir for any logger, and an image in W&B or
-TensorBoard when those loggers are on."""
+"""Figures of a run (prediction grids, GAN sample grids), and logging them: a PNG in the run dir
+for any logger, and an image in W&B or TensorBoard when those loggers are on."""
 
 from __future__ import annotations
 

@@ -15,16 +15,6 @@ from src.utils.errors import ConfigError, DataError, describe
 
 # Per-channel mean/std of the 4,000 training images (mostly white background).
 EASY_VQA_STATS = ((0.9043, 0.9054, 0.8965), (0.1938, 0.1871, 0.2058))
-SHAPES = ("circle", "rectangle", "triangle")
-# What a question asks about, told by the kind of answer it has.
-QUESTION_TYPES = ("shape", "color", "yes_no")
-
-
-def question_type(answer: str) -> int:
-    """Index into :data:`QUESTION_TYPES` of a question with this answer."""
-    return 2 if answer in ("yes", "no") else 0 if answer in SHAPES else 1
-
-
 @dataclass(frozen=True)
 class VQASplit:
     images: torch.Tensor  # (num_images, 3, 64, 64) uint8

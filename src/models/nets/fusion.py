@@ -35,7 +35,7 @@ class CrossAttentionFusion(nn.Module):
 
     Cross-attention does not mix queries, so the tokens of all questions about one image are
     attended to that image's cells in one sequence: keys and values are projected once per image,
-    not once per question (~10x less work on easy-VQA), with the same result.
+    not once per question (easy-VQA asks about 10 questions per image), with the same result.
     """
 
     def __init__(self, image_channels: int, text_dim: int, dim: int, dropout: float = 0.1, num_heads: int = 4,

@@ -75,7 +75,7 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, name_or_path: str, freeze: bool = False) -> None:
         super().__init__()
-        from transformers import AutoModel  # imported here: 2 s, needed by this encoder only
+        from transformers import AutoModel  # imported here: slow to import, needed by this encoder only
 
         try:
             self.model = AutoModel.from_pretrained(name_or_path)
