@@ -15,6 +15,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.run_metadata import RunMetadata
+from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
 from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.instantiate import instantiate_callbacks, instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
@@ -36,6 +37,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit and test; returns (metrics, objects) so tests and sweeps can inspect both."""
     choices = config_choices()
     check_compatibility(cfg, choices)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:  # a missing, corrupt or mismatched checkpoint stops here, in one line
+        check_checkpoint_matches(load_checkpoint(ckpt_path), choices, ckpt_path, entry="train.py")
     quiet_non_zero_ranks()
     extras(cfg)
     if cfg.get("seed") is not None:
@@ -57,16 +61,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     if cfg.get("train"):
         log.info("Starting training")
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test"):
         log.info("Starting testing")
-        ckpt_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not ckpt_path:
-            log.warning("No best checkpoint found; testing the current weights")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path or None)
-        log.info(f"Best checkpoint: {ckpt_path}")
+        # after training, the best checkpoint; without training (train=false), the one given
+        best = trainer.checkpoint_callback.best_model_path if cfg.get("train") and trainer.checkpoint_callback else ""
+        test_ckpt = best or (None if cfg.get("train") else ckpt_path)
+        if not test_ckpt:
+            log.warning("No checkpoint to test; testing the current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt)
+        log.info(f"Tested checkpoint: {test_ckpt}")
 
     metrics = {**train_metrics, **trainer.callback_metrics}
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
@@ -74,8 +80,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
-    return get_metric_value(metrics, cfg.get("optimized_metric"))
+    metrics, objects = train(cfg)
+    return get_metric_value(metrics, cfg.get("optimized_metric"), objects["trainer"])
 
 
 if __name__ == "__main__":

@@ -43,7 +43,10 @@ def compatible_pairs(task: str | None = None) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def cfg_train(tmp_path: Path):
-    return lambda *overrides: compose("train", [*FAST, *overrides], tmp_path)
+    """``python train.py <FAST> <overrides>`` composed, its run dir ``tmp_path/run`` (created, as
+    Hydra would)."""
+    (tmp_path / "run").mkdir(exist_ok=True)
+    return lambda *overrides: compose("train", [*FAST, *overrides], tmp_path / "run")
 
 
 # -- real data ----------------------------------------------------------------------------------
@@ -100,14 +103,14 @@ def image_shapes() -> dict[str, list[int]]:
 @pytest.fixture
 def synthetic_images(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every downloadable image dataset becomes random images of the shape its data config declares
-    (10 classes), so the model x data matrix runs in seconds and without the files (real data:
-    test_real_data.py)."""
+    (10 classes; 6,000 training images, enough for the validation splits the configs carve out),
+    so the model x data matrix runs in seconds and without the files (real data: test_real_data.py)."""
     shapes = image_shapes()
 
     def fake(dataset: str):
         def read(data_dir: str, train: bool, **options) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.Generator().manual_seed(int(train))
-            n = 96 if train else 32
+            n = 6000 if train else 32
             return torch.randint(0, 256, (n, *shapes[dataset]), dtype=torch.uint8, generator=g), torch.arange(n) % 10
         return read
 

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs
@@ -45,6 +46,26 @@ def test_eval_reproduces_test_metrics_and_writes_predictions(trained_run: Path, 
     assert acc == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
+def test_train_false_tests_the_given_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    """train=false ckpt_path=X tests X's weights (the training run's test metric, which it took on
+    its best checkpoint), and a test-only run, which logs no val/* metric, ends cleanly."""
+    best = next((trained_run / "checkpoints").glob("epoch_*.ckpt"))
+    proc = run_cli(["train.py", "train=false", f"ckpt_path={best}", f"paths.log_dir={tmp_path}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert float(metrics_csv(run)["test/acc"]) == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
+
+
+def test_resuming_a_finished_run_tests_its_best_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    proc = run_cli(["train.py", "trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+                    f"paths.log_dir={tmp_path}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert float(metrics_csv(run)["test/acc"]) == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -66,7 +87,11 @@ def test_checkpoint_of_other_model_names_the_right_command(trained_run: Path, tm
 
 
 def test_ddp_cpu_single_run(tmp_path: Path) -> None:
-    proc = run_cli(["train.py", "trainer=ddp_cpu", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET])
+    """Every rank composes the same config: the relaunched rank keeps the flags and Hydra overrides
+    that choose it (a data config found only through hydra.searchpath: without them, rank 1 could
+    not compose it)."""
+    proc = run_cli(["train.py", "--config-name=train", "hydra.searchpath=[file://tests/configs]", "data=digits_elsewhere",
+                    "trainer=ddp_cpu", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     (run,) = run_dirs(tmp_path)
@@ -89,10 +114,31 @@ def test_ddp_cpu_multirun_one_dir_per_job(tmp_path: Path) -> None:
     assert "[rank: 1]" not in out
 
 
+def test_optuna_sweeps_the_models_own_search_space(tmp_path: Path) -> None:
+    """Any model can be swept: the search space comes from its config, the direction from its
+    watched metric, and the value reported is the one checkpointing kept."""
+    proc = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "model=dense",
+                    "trainer.max_epochs=2", f"paths.log_dir={tmp_path}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Directions: ['maximize']" in out
+    (results,) = tmp_path.rglob("optimization_results.yaml")
+    best = yaml.safe_load(results.read_text())
+    assert set(best["best_params"]) == {"model.optimizer.lr", "data.batch_size"}  # configs/model/dense.yaml
+    assert best["best_value"] == pytest.approx(max(map(best_val_acc, tmp_path.rglob("last.ckpt"))))
+
+
+def best_val_acc(ckpt: Path) -> float:
+    """The best val/acc that the run's checkpointing kept, read from its last.ckpt."""
+    states = torch.load(ckpt, weights_only=True)["callbacks"]
+    (state,) = [v for k, v in states.items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'")]
+    return float(state["best_model_score"])
+
+
 def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
     """dropout=5.0 makes nn.Dropout raise: those trials fail, the sweep finishes on the others.
     The seeded TPE start-up draws 5.0, 5.0, 0.1 (deterministic for the pinned optuna)."""
-    proc = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.params=null",
+    proc = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.custom_search_space=null",
                     "model.net.dropout=choice(0.1,5.0)", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

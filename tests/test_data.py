@@ -54,7 +54,13 @@ def test_corrupt_archive_is_reported(tmp_path: Path) -> None:
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).write_bytes(b"\x00garbage")
     dm = ClassificationDataModule("mnist", {**DIGITS, "image_shape": [1, 28, 28]}, data_dir=str(tmp_path), download=False)
-    with pytest.raises(DataError, match="could not be loaded"):
+    with pytest.raises(DataError, match="MNIST files in .*MNIST/raw are corrupt or incomplete"):
+        dm.setup()
+
+
+def test_validation_split_must_leave_training_images() -> None:
+    dm = ClassificationDataModule("digits", DIGITS, val_size=5000)
+    with pytest.raises(ConfigError, match="data.val_size=5000 leaves -3563 of the 1437 training images"):
         dm.setup()
 
 

@@ -1,4 +1,6 @@
-"""Config errors raised inside a run name the problem and the fix."""
+"""Bad input is one clear line naming the problem and the fix, exit code 1, outputs kept."""
+
+from pathlib import Path
 
 import pytest
 
@@ -6,21 +8,40 @@ from src.utils.errors import ConfigError
 from src.utils.run import get_metric_value
 from train import train
 
+BAD_INPUTS = [
+    (["trainer.max_epochs=abc"], "ConfigError: trainer.max_epochs='abc' is not int or null"),
+    (["data.batch_size=0"], "ConfigError: data.batch_size=0 must be a positive whole number"),
+    (["model.optimizer.lr=-1"], "ConfigError: model.optimizer rejected its settings (ValueError: Invalid learning rate: -1)"),
+    (["model.net.dropout=5"], "rejected a value (ValueError: dropout probability has to be between 0 and 1"),
+    (["ckpt_path=/nowhere/last.ckpt"], "CheckpointError: ckpt_path=/nowhere/last.ckpt does not exist"),
+    (["model.optimizer=null", "model.scheduler=null"], "ConfigError: the model config has no optimizer; set model.optimizer"),
+    (["model.optimizer=null"], "ConfigError: model.scheduler.max_lr does not resolve"),
+    (["trainer.enable_progress_bar=false", "callbacks.rich_progress_bar={_target_: lightning.pytorch.callbacks.RichProgressBar}"],
+     "ConfigError: Trainer was configured with `enable_progress_bar=False` but found `RichProgressBar`"),
+    # a UserError raised inside a nested _target_ (the net inside the module) is not wrapped by Hydra
+    (["model=hf_seq2seq", "data=cnn_dailymail", "model.net.name=/no/such/model"],
+     "ConfigError: model.net.name=/no/such/model could not be loaded as a seq2seq model"),
+]
 
-def test_missing_optimizer_is_one_logged_line_and_exit_1(cfg_train, caplog: pytest.LogCaptureFixture) -> None:
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_is_one_logged_line_and_exit_1(overrides: list[str], message: str, cfg_train,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    cfg = cfg_train(*overrides)
     with pytest.raises(SystemExit) as e:
-        train(cfg_train("model.optimizer=null", "model.scheduler=null"))
+        train(cfg)
     assert e.value.code == 1
-    assert "ConfigError: the model config has no optimizer; set model.optimizer" in caplog.text
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0].getMessage(), caplog.text
+    assert "Traceback" not in caplog.text and "\n" not in errors[0].getMessage()
+    assert f"Output dir: {cfg.paths.output_dir}" in caplog.text and Path(cfg.paths.output_dir).is_dir()
 
 
-def test_unresolvable_value_is_one_line_naming_its_key(cfg_train, caplog: pytest.LogCaptureFixture) -> None:
-    """The scheduler's max_lr follows ${..optimizer.lr}: removing the optimizer alone breaks it."""
-    with pytest.raises(SystemExit):
-        train(cfg_train("model.optimizer=null"))
-    assert "ConfigError: model.scheduler.max_lr does not resolve" in caplog.text and "Traceback" not in caplog.text
-
-
-def test_unlogged_optimized_metric_lists_the_logged_ones() -> None:
+def test_unlogged_optimized_metric_fails_a_sweep_and_warns_outside_one(caplog: pytest.LogCaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    assert get_metric_value({"val/acc": 0.5}, "val/nope") is None
+    assert "optimized_metric='val/nope' was not logged" in caplog.text
+    monkeypatch.setattr("src.utils.run.is_multirun", lambda: True)
     with pytest.raises(ConfigError, match="optimized_metric='val/nope' was not logged; logged metrics: val/acc"):
         get_metric_value({"val/acc": 0.5}, "val/nope")

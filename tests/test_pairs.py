@@ -1,15 +1,17 @@
-"""Every model x compatible data pair of every task, discovered from the configs alone: one batch
-of train, validation and test (fast_dev_run) on synthetic stand-ins of the data files. A new model
-or dataset of an existing task is tested here with no test code added."""
+"""Every model x compatible data pair of every task, every experiment and every debug config,
+discovered from the configs alone: one batch of train, validation and test (fast_dev_run) on
+synthetic stand-ins of the data files. A new model, dataset or experiment is tested here with no
+test code added."""
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.utils.config import compose
-from tests.conftest import compatible_pairs, synthetic_pairs_dir
+from src.utils.config import compose, group_options
+from tests.conftest import QUIET, compatible_pairs, synthetic_pairs_dir
 from train import train
 
 # Small batches, a validation split small enough for the synthetic image sets, short summaries;
@@ -42,8 +44,7 @@ def data_root(tmp_path: Path) -> Path:
                                              for m, d in compatible_pairs()])
 def test_fast_dev_run(model: str, data: str, tmp_path: Path, data_root: Path, synthetic_images, tiny_hf_dir: Path) -> None:
     overrides = [f"model={model}", f"data={data}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true",
-                 "data.num_workers=0", "data.pin_memory=false", "trainer.enable_progress_bar=false",
-                 "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+                 "data.num_workers=0", "data.pin_memory=false", *QUIET]
     cfg = compose("train", overrides, tmp_path / "run")
     settings = [o for o in TASK_SETTINGS[cfg.model.task] if OmegaConf.select(cfg, o.split("=")[0]) is not None]
     overrides += [*settings, *OFFLINE.get(model, lambda _: [])(tiny_hf_dir)]
@@ -53,3 +54,30 @@ def test_fast_dev_run(model: str, data: str, tmp_path: Path, data_root: Path, sy
     assert tested and all(map(torch.isfinite, map(torch.tensor, tested.values()))), metrics
     if trains:
         assert any(k.startswith("train/") and "loss" in k for k in metrics), metrics
+
+
+# What an experiment loads from the hub, replaced by the tiny local model and its tokenizer's ids.
+OFFLINE_EXPERIMENTS = {"cnndm_t5_small": lambda hf_dir: [
+    f"model.net.name={hf_dir}", f"data.tokenizer.name={hf_dir}", "data.provides.vocab_size=400", "data.provides.bos_id=1",
+    "data.provides.eos_id=2"]}
+
+
+@pytest.mark.filterwarnings("ignore:model.metrics.classifier_ckpt is not set")  # GAN experiments, no classifier here
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_every_experiment_runs(experiment: str, tmp_path: Path, data_root: Path, synthetic_images, tiny_hf_dir: Path) -> None:
+    """Each experiment as written (one batch of each stage), on the synthetic stand-ins."""
+    # loader workers are a machine setting (cifar10_resnet18 asks for 4), not part of the recipe
+    overrides = [f"experiment={experiment}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true", *QUIET,
+                 "data.num_workers=0", *OFFLINE_EXPERIMENTS.get(experiment, lambda _: [])(tiny_hf_dir)]
+    metrics, _ = train(compose("train", overrides, tmp_path / "run"))
+    tested = [float(v) for k, v in metrics.items() if k.startswith("test/")]
+    assert tested and all(map(math.isfinite, tested)), metrics
+
+
+@pytest.mark.filterwarnings("ignore:You requested to overfit but enabled train dataloader shuffling")
+@pytest.mark.parametrize("debug", group_options("debug"))
+def test_every_debug_config_runs(debug: str, tmp_path: Path) -> None:
+    """Each debug config on the default data (debug configs turn callbacks and loggers off)."""
+    metrics, _ = train(compose("train", [f"debug={debug}", "trainer.enable_progress_bar=false",
+                                         "extras.print_config=false"], tmp_path / "run"))
+    assert math.isfinite(float(metrics["test/acc"])), metrics

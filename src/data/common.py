@@ -39,6 +39,8 @@ def worker_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
 def per_device_batch_size(batch_size: int, trainer: Trainer | None) -> int:
     """``data.batch_size`` is global: each of the trainer's devices gets an equal share."""
     world = trainer.world_size if trainer is not None else 1
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"data.batch_size={batch_size!r} must be a positive whole number of examples")
     if batch_size % world:
         raise ConfigError(f"data.batch_size={batch_size} is not divisible by the {world} devices; pick a multiple of {world}")
     return batch_size // world

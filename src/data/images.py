@@ -14,13 +14,16 @@ from torchvision.transforms import v2
 
 from src.data.common import augmentation, check_augment, per_device_batch_size, worker_options
 from src.data.sources.images import image_source
-from src.utils.errors import DataError
+from src.utils.errors import ConfigError, DataError
 
 
 def train_val_indices(n: int, val_size: int | float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of ``range(n)`` into train and validation indices; a float ``val_size`` is a
     fraction of ``n``. Independent of the training seed: every run sees the same validation set."""
     n_val = int(round(val_size * n)) if isinstance(val_size, float) else val_size
+    if not 0 < n_val < n:
+        raise ConfigError(f"data.val_size={val_size} leaves {n - n_val} of the {n} training images for training and "
+                          f"{n_val} for validation; pick a count or fraction that leaves both sides some")
     train_idx, val_idx = random_split(range(n), [n - n_val, n_val], torch.Generator().manual_seed(seed))
     return list(train_idx.indices), list(val_idx.indices)
 

@@ -19,7 +19,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
-from src.utils.errors import ConfigError
+from src.utils.errors import ConfigError, describe
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -39,14 +39,20 @@ def build_optimizers(
     """
     if optimizer is None:
         raise ConfigError("the model config has no optimizer; set model.optimizer (a _partial_ torch.optim class)")
-    opt = optimizer(params=module.trainer.model.parameters())
+    try:
+        opt = optimizer(params=module.trainer.model.parameters())
+    except (ValueError, TypeError) as e:  # torch checks lr, betas, weight_decay... here
+        raise ConfigError(f"model.optimizer rejected its settings ({describe(e)}); fix model.optimizer.*") from e
     if scheduler is None:
         return opt
     kwargs = {}
     func = getattr(scheduler, "func", scheduler)
     if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(scheduler, "keywords", {}):
         kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
-    sched = scheduler(optimizer=opt, **kwargs)
+    try:
+        sched = scheduler(optimizer=opt, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model.scheduler rejected its settings ({describe(e)}); fix model.scheduler.*") from e
     # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "monitor": monitor, "name": "train/lr"}}
 

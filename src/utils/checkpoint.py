@@ -73,7 +73,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return upgrade(ckpt)
 
 
-def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str], path: str | Path) -> None:
+def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str], path: str | Path,
+                             entry: str = "eval.py") -> None:
     """Fail when a checkpoint was trained with other ``model=``/``data=`` options than the ones
     composed now, naming the command that would work."""
     trained = ckpt.get(KEY, {}).get("choices", {})
@@ -81,4 +82,4 @@ def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str]
     if wrong:
         fix = " ".join(f"{g}={v}" for g, v in trained.items() if g in ("model", "data"))
         now = " ".join(f"{g}={choices.get(g)}" for g in wrong)
-        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python eval.py ckpt_path={path} {fix}")
+        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python {entry} ckpt_path={path} {fix}")

@@ -24,6 +24,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 def register_resolvers() -> None:
     # ${prod:${data.provides.image_shape}}: flattened input size for MLPs
     OmegaConf.register_new_resolver("prod", lambda xs: math.prod(xs), replace=True)
+    # ${optuna_direction:${model.watch.mode}}: the watched metric's mode in Optuna's words
+    OmegaConf.register_new_resolver("optuna_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
+                                    replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:

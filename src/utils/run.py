@@ -16,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning import LightningModule, Trainer
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -42,11 +43,13 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
         environ = dict(os.environ)
         try:
             return task_func(cfg)
-        except UserError as e:
+        except (UserError, MisconfigurationException) as e:
             # In a sweep, re-raise so the sweeper marks just this job as failed.
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or is_multirun():
                 raise
-            log.error(f"{type(e).__name__}: {e}")
+            # Lightning's own check of the trainer settings is a config error too
+            kind = type(e).__name__ if isinstance(e, UserError) else "ConfigError"
+            log.error(f"{kind}: {str(e).strip()}")
             raise SystemExit(1) from None
         except Exception:
             log.exception("Run failed; the traceback is also in the run's log file")
@@ -84,15 +87,40 @@ def extras(cfg: DictConfig) -> None:
         print_config_tree(cfg, save_dir=cfg.paths.output_dir)
 
 
+# Command-line flags that choose the primary config, and Hydra overrides that concern sweeping,
+# launching or the run folder: a DDP rank relaunched for one job takes the former, not the latter.
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+_NOT_FOR_A_RANK = ("hydra.run.", "hydra.job.name", "hydra.output_subdir", "hydra.mode", "hydra.sweep.",
+                   "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher")
+
+
+def _config_flags(argv: list[str]) -> list[str]:
+    flags, i = [], 0
+    while i < len(argv):
+        if argv[i] in _CONFIG_FLAGS and i + 1 < len(argv):
+            flags += argv[i: i + 2]
+            i += 2
+            continue
+        if "=" in argv[i] and argv[i].split("=", 1)[0] in _CONFIG_FLAGS:
+            flags.append(argv[i])
+        i += 1
+    return flags
+
+
 def pin_ddp_relaunch_to_this_job() -> None:
     """Lightning starts DDP ranks 1..N by re-running ``sys.argv`` with ``hydra.run.dir`` taken
     from the Hydra config. In a multirun, argv holds the whole sweep (``-m a=1,2``) and
     ``run.dir`` is not the job's folder, so each rank would start a sweep of its own in new
-    folders. Point both at the current job: one output dir per job, whatever the mode."""
+    folders. Rebuild argv as this one job: the flags that chose the primary config, this job's
+    Hydra overrides (``hydra.searchpath``...) except sweeping and launching ones, run mode, and
+    its task overrides; and point ``run.dir`` at the job's folder. Every rank then composes the
+    same config, in one output dir per job, whatever the mode."""
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    hydra_overrides = [o for o in hydra_cfg.overrides.hydra if not o.lstrip("+~").startswith(_NOT_FOR_A_RANK)]
+    sys.argv = [sys.argv[0], *_config_flags(sys.argv[1:]), *hydra_overrides, "hydra.mode=RUN",
+                *hydra_cfg.overrides.task]
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
@@ -109,13 +137,23 @@ def log_hyperparameters(cfg: DictConfig, model: LightningModule, trainer: Traine
         logger.log_hyperparams(hparams)
 
 
-def get_metric_value(metrics: Mapping[str, Any], name: str | None) -> float | None:
-    """The value of ``optimized_metric`` for sweepers; NaN (a diverged run) stays NaN."""
+def get_metric_value(metrics: Mapping[str, Any], name: str | None, trainer: Trainer | None = None) -> float | None:
+    """The value of ``optimized_metric`` returned to a sweeper: the best score checkpointing kept
+    when it watches that metric (runs are compared at their best epoch, the one they test), else
+    the last logged value. NaN (a diverged run) stays NaN. A metric that was not logged fails the
+    job in a sweep and is a warning outside one (a test-only run logs no val/* metric)."""
     if not name:
         return None
-    if name not in metrics:
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    if checkpoint is not None and checkpoint.monitor == name and checkpoint.best_model_score is not None:
+        value = float(checkpoint.best_model_score)
+    elif name in metrics:
+        value = float(metrics[name])
+    elif is_multirun():
         raise ConfigError(f"optimized_metric='{name}' was not logged; logged metrics: {', '.join(sorted(metrics))}")
-    value = float(metrics[name])
+    else:
+        log.warning(f"optimized_metric='{name}' was not logged by this run; nothing to report to a sweeper")
+        return None
     if math.isnan(value):
         log.warning(f"{name} is NaN")
     return value

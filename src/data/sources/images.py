@@ -50,8 +50,11 @@ def read_torchvision(dataset: type, folder: str, data_dir: str, train: bool, *, 
     try:
         ds = dataset(data_dir, train=train, download=download)
     except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+        if where.is_dir() and any(where.iterdir()):
+            raise DataError(f"{dataset.__name__} files in {where} are corrupt or incomplete ({describe(e)}); replace "
+                            "them with the original archives (torchvision extracts next to them)") from e
         raise DataError(
-            f"{dataset.__name__} could not be loaded from {where} ({describe(e)}). "
+            f"{dataset.__name__} not found in {where} ({describe(e)}). "
             f"Put the original archives in {where}/ (a writable folder; torchvision extracts next to them), "
             "or set DATA_DIR to a folder that has them, or go online with data.download=true."
         ) from e

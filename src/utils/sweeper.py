@@ -1,0 +1,25 @@
+"""The search space of Hydra's Optuna sweeper, taken from the swept model's config."""
+
+from __future__ import annotations
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+from omegaconf import DictConfig
+from optuna.trial import Trial
+
+from src.utils.errors import ConfigError
+
+
+def model_search_space(config: DictConfig, trial: Trial) -> None:
+    """``hydra.sweeper.custom_search_space`` of ``hparams_search=optuna``: each trial also draws
+    the parameters in the model config's ``search_space`` (Hydra's sweep syntax, e.g.
+    ``model.optimizer.lr: interval(0.0003, 0.03)``). Every model declares what is worth varying
+    for it, so ``-m hparams_search=optuna model=<any>`` sweeps that model."""
+    space = config.model.get("search_space")
+    if not space:
+        raise ConfigError("this model config has no search_space; add one (see configs/model/cnn.yaml), or set "
+                          "hydra.sweeper.params and hydra.sweeper.custom_search_space=null")
+    for override in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in space.items()]):
+        name = override.get_key_element()
+        if name not in trial.params:  # a parameter given on the command line wins
+            trial._suggest(name, create_optuna_distribution_from_override(override))
