@@ -11,7 +11,7 @@ from src.data.sources import text_pairs
 from src.data.sources.text_pairs import read_jsonl
 from src.data.summarization import SummarizationDataModule
 from src.utils.config import compose
-from src.utils.errors import DataError
+from src.utils.errors import ConfigError, DataError
 from src.utils.instantiate import instantiate_component
 from tests.conftest import pairs_overrides, synthetic_pairs, synthetic_pairs_dir, write_jsonl
 
@@ -32,17 +32,25 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path: Path, caplog: pytest.L
     assert "skipped 3 empty or malformed rows of 6" in caplog.text
 
 
-def test_missing_split_names_the_substitute(tmp_path: Path) -> None:
+def test_missing_split_says_where_it_goes_and_never_suggests_another_stages_split(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_jsonl(root / "validation.jsonl", synthetic_pairs(6))
-    write_jsonl(root / "test.jsonl", synthetic_pairs(6, seed=1))
+    write_jsonl(root / "dev.jsonl", synthetic_pairs(6, seed=1))
     dm = make_datamodule(tmp_path, root=root)
-    with pytest.raises(DataError, match=r"no 'train' split.*data\.splits\.train=validation \(found in .*: test, validation\)"):
+    with pytest.raises(DataError, match=r"no 'train' split.*put train\.jsonl\[\.gz\] there .*\(found: dev, validation; "
+                                        r"a split named otherwise: data\.splits\.train=<name>\)") as e:
         dm.setup("fit")
-    # the substitute named in the message works
-    dm = make_datamodule(tmp_path, "data.splits.train=validation", root=root)
-    dm.setup("fit")
-    assert dm.data["train"].ids == dm.data["validation"].ids
+    assert "splits.train=validation" not in str(e.value)
+    # a split under another name is read for its stage
+    dm = make_datamodule(tmp_path, "data.splits.test=dev", root=root)
+    dm.setup("test")
+    assert dm.data["test"].articles == [r["article"] for r in synthetic_pairs(6, seed=1)]
+
+
+def test_one_split_for_two_stages_is_refused(tmp_path: Path) -> None:
+    """Training on the validation split (the old offline hint) selects checkpoints on training pairs."""
+    with pytest.raises(ConfigError, match="reads split 'validation' for train and validation"):
+        make_datamodule(tmp_path, "data.splits.train=validation")
 
 
 def test_hub_failure_offline_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +62,8 @@ def test_hub_failure_offline_is_a_data_error(tmp_path: Path, monkeypatch: pytest
     root = tmp_path / "data"
     write_jsonl(root / "validation.jsonl", synthetic_pairs(6))
     cfg = compose("train", ["data=cnn_dailymail", f"data.data_dir={root}"], tmp_path)
-    with pytest.raises(DataError, match=r"abisee/cnn_dailymail could not be loaded.*ConnectionError.*data\.splits\.train=validation"):
+    with pytest.raises(DataError, match=r"abisee/cnn_dailymail could not be loaded.*ConnectionError.*or train offline on "
+                                        r"data=cnn_dailymail_pg"):
         instantiate_component(cfg.data).setup("fit")
 
 

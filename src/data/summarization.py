@@ -17,7 +17,7 @@ from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import Pairs, local_split_file, read_jsonl
 from src.data.tokenizers import cached_bpe, pretrained_tokenizer
-from src.utils.errors import DataError, describe
+from src.utils.errors import ConfigError, DataError, describe
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -76,8 +76,9 @@ class SummarizationDataModule(LightningDataModule):
     """(article, highlights) pairs from ``{data_dir}/{split}.jsonl[.gz]`` when present, otherwise
     from the HF hub (``hf_dataset``, ``hf_config``) when one is named.
 
-    ``splits`` maps each stage to the split it reads, so a split that is missing locally can be
-    replaced (``data.splits.train=validation``). The tokenizer is built the first time it is asked
+    ``splits`` maps each stage to the split it reads (a dataset whose validation split is named
+    ``dev``: ``data.splits.validation=dev``); each stage reads its own split, since a model must
+    never be selected or scored on the pairs it trained on. The tokenizer is built the first time it is asked
     for (a byte-level BPE trained on the training split, cached under ``tokenizer.cache_dir``, or
     ``tokenizer.name``, any HF tokenizer); a model that needs no tokens (Lead-3) never asks, so it
     runs without a training split. ``batch_size`` is global: divided across devices.
@@ -96,6 +97,7 @@ class SummarizationDataModule(LightningDataModule):
         max_source_len: int = 400,
         max_target_len: int = 100,
         source_prefix: str = "",
+        offline_hint: str = "",
         batch_size: int = 32,
         group_by_length: bool = True,
         num_workers: int = 0,
@@ -106,6 +108,11 @@ class SummarizationDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.provides = dict(provides)
         self.splits = {stage: (splits or {}).get(stage, stage) for stage in STAGES}
+        shared = {split for split in self.splits.values() if list(self.splits.values()).count(split) > 1}
+        if shared:
+            stages = [stage for stage, split in self.splits.items() if split in shared]
+            raise ConfigError(f"data.splits reads split '{shared.pop()}' for {' and '.join(stages)}: checkpoints would be "
+                              "selected, or the model scored, on pairs it trained on; give each stage its own split")
         self.max_examples = {stage: (max_examples or {}).get(stage) for stage in STAGES}
         self.batch_size_per_device = batch_size
         self.data: dict[str, Pairs] = {}
@@ -130,10 +137,9 @@ class SummarizationDataModule(LightningDataModule):
     def _download(self, split: str, stage: str, folder: Path) -> Pairs:
         hp = self.hparams
         found = sorted({p.name.split(".")[0] for p in folder.glob("*.jsonl*")}) if folder.is_dir() else []
-        # never suggest training on the test split when another one exists
-        substitute = next((s for s in ("validation", "train", "test") if s in found), found[0] if found else "")
-        fix = (f"name a split that exists in its place, e.g. data.splits.{stage}={substitute} (found in {folder}: "
-               f"{', '.join(found)})" if found else f"put {split}.jsonl[.gz] in {folder} or set DATA_DIR")
+        fix = (f"put {split}.jsonl[.gz] there or set DATA_DIR to a folder that has it"
+               + (f" (found: {', '.join(found)}; a split named otherwise: data.splits.{stage}=<name>)" if found else "")
+               + (f", or {hp.offline_hint}" if hp.offline_hint else ""))
         where = f"data={hp.name} has no '{split}' split: no {folder}/{split}.jsonl[.gz]"
         if not hp.hf_dataset:
             raise DataError(f"{where}; {fix}")
