@@ -1,5 +1,6 @@
 """Test a checkpoint and write its predictions:
-``python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt model=cnn data=digits``.
+``python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt`` (the checkpoint carries
+its model and data; ``model.*``/``data.*`` overrides apply on top).
 """
 
 import json
@@ -11,9 +12,10 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
+from src.utils.checkpoint import load_checkpoint, use_checkpoint_config
 from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.errors import CheckpointError
 from src.utils.instantiate import instantiate_component, instantiate_loggers
@@ -26,13 +28,15 @@ log = RankedLogger(__name__)
 
 @task_wrapper
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load the weights (``weights_only=True``), run the test loop, write ``predictions.jsonl``.
-    A net without weights (Lead-3) runs without ``ckpt_path``."""
+    """Rebuild the model and data a checkpoint was trained with (command-line overrides on top),
+    load its weights (``weights_only=True``), run the test loop and write ``predictions.jsonl``.
+    A net without weights (Lead-3) runs without ``ckpt_path``, on the composed config."""
     choices = config_choices()
-    check_compatibility(cfg, choices)
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if ckpt is not None:
-        check_checkpoint_matches(ckpt, choices, cfg.ckpt_path)
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        choices.update(use_checkpoint_config(cfg, ckpt, overrides, cfg.ckpt_path))
+    check_compatibility(cfg, choices)
     extras(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -48,15 +52,15 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer = instantiate_component(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
 
     log.info(f"Testing {cfg.ckpt_path or cfg.model._target_}")
+    model.test_predictions = []
     trainer.test(model=model, datamodule=datamodule)
     metrics = dict(trainer.callback_metrics)
-
-    batches = trainer.predict(model=model, datamodule=datamodule)
+    # rows made while testing; otherwise (a generator's new samples) from the predict loop
+    rows = model.test_predictions or [row for rows in trainer.predict(model=model, datamodule=datamodule) for row in rows]
     out = Path(cfg.paths.output_dir) / "predictions.jsonl"
     if trainer.is_global_zero:
         with open(out, "w") as f:
-            for rows in batches:
-                f.writelines(json.dumps(row) + "\n" for row in rows)
+            f.writelines(json.dumps(row) + "\n" for row in rows)
         log.info(f"Predictions written to {out}")
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 

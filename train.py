@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_compatibility(cfg, choices)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:  # a missing, corrupt or mismatched checkpoint stops here, in one line
-        check_checkpoint_matches(load_checkpoint(ckpt_path), choices, ckpt_path, entry="train.py")
+        check_checkpoint_matches(load_checkpoint(ckpt_path), choices, ckpt_path)
     quiet_non_zero_ranks()
     extras(cfg)
     if cfg.get("seed") is not None:

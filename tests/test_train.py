@@ -90,8 +90,7 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
     assert meta["config"]["data"]["_target_"] == "src.data.classification.ClassificationDataModule"
     assert ckpt["hyper_parameters"]["scheduler_monitor"] == "val/loss" and "monitor" not in ckpt["hyper_parameters"]
     instantiate_component(OmegaConf.create(meta["config"]["model"])).load_state_dict(ckpt["state_dict"])
-    proc = run_cli(["eval.py", f"ckpt_path={FORMAT1}", "model.net.channels=[4,8]", "model.net.hidden=16",
-                    f"paths.log_dir={tmp_path}", "extras.print_config=false"])
+    proc = run_cli(["eval.py", f"ckpt_path={FORMAT1}", f"paths.log_dir={tmp_path}", "extras.print_config=false"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(37 / 360)

@@ -60,7 +60,11 @@ def build_optimizers(
 class TaskModule(LightningModule):
     """Holds ``net`` and the factories; subclasses call ``save_hyperparameters(ignore=IGNORED)``
     so that only plain values are saved. ``hparams.channels_last`` and ``hparams.compile`` (when
-    a subclass has them) act on the net at setup."""
+    a subclass has them) act on the net at setup.
+
+    ``test_predictions``: set it to a list before testing (eval.py does) and a module whose
+    predictions are made on the test examples adds one row per example while it tests, so they
+    are computed (summaries decoded) once, not again by a predict loop."""
 
     #: constructor arguments that are objects, not values: never saved in hparams
     IGNORED = ["net", "optimizer", "scheduler"]
@@ -70,6 +74,11 @@ class TaskModule(LightningModule):
         super().__init__()
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.test_predictions: list[dict[str, Any]] | None = None
+
+    def _keep_test_predictions(self, rows: list[dict[str, Any]]) -> None:
+        if self.test_predictions is not None:
+            self.test_predictions += rows
 
     @property
     def needs_checkpoint(self) -> bool:

@@ -65,6 +65,7 @@ class ClassificationModule(LabelTaskModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
         self.confusion.update(logits.argmax(dim=1), batch[1])
+        self._keep_test_predictions(self._prediction_rows(batch[1], logits))
         if batch_idx == 0:
             n = self.hparams.num_plot_images
             self.plot_batch = {"images": batch[0][:n].cpu(), "targets": batch[1][:n].cpu(), "preds": logits[:n].argmax(1).cpu()}
@@ -85,9 +86,10 @@ class ClassificationModule(LabelTaskModule):
             log_figure(self.loggers, "test/predictions", fig, out / "test_predictions.png")
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:
-        x, y = batch
-        probs = self(x).softmax(dim=1)
-        conf, preds = probs.max(dim=1)
+        return self._prediction_rows(batch[1], self(batch[0]))
+
+    def _prediction_rows(self, y: torch.Tensor, logits: torch.Tensor) -> list[dict[str, Any]]:
+        conf, preds = logits.softmax(dim=1).max(dim=1)
         return [
             {"target": int(t), "pred": int(p), "confidence": round(float(c), 6)}
             for t, p, c in zip(y.tolist(), preds.tolist(), conf.tolist())

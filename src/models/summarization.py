@@ -134,7 +134,7 @@ class SummarizationModule(TaskModule):
             texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return [clean_summary(t) for t in texts]
 
-    def _evaluate(self, batch: Mapping[str, Any], stage: str) -> None:
+    def _evaluate(self, batch: Mapping[str, Any], stage: str) -> list[str]:
         if not self.extractive:
             mean_loss = getattr(self, f"{stage}_loss")
             mean_loss.update(self._loss(batch, 0.0))
@@ -145,6 +145,7 @@ class SummarizationModule(TaskModule):
             room = max(0, self.hparams.num_samples - len(self.samples))
             self.samples += [[a[: self.hparams.excerpt_chars], r, p]
                              for a, r, p in zip(batch["articles"][:room], batch["references"][:room], preds[:room])]
+        return preds
 
     def _log_rouge(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_rouge")
@@ -173,11 +174,14 @@ class SummarizationModule(TaskModule):
                 logger.log_table(key="val/samples", columns=SAMPLE_COLUMNS, data=self.samples)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._keep_test_predictions(self._prediction_rows(batch, self._evaluate(batch, "test")))
 
     def on_test_epoch_end(self) -> None:
         self._log_rouge("test")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        preds = self.summarize(batch, "test")
+        return self._prediction_rows(batch, self.summarize(batch, "test"))
+
+    @staticmethod
+    def _prediction_rows(batch: Mapping[str, Any], preds: list[str]) -> list[dict[str, Any]]:
         return [{"id": i, "reference": r, "prediction": p} for i, r, p in zip(batch["ids"], batch["references"], preds)]

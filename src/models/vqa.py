@@ -76,6 +76,7 @@ class VQAModule(LabelTaskModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
+        self._keep_test_predictions(self._prediction_rows(batch, logits))
         preds = logits.argmax(dim=1)
         for q in (preds != batch["answer"]).nonzero().flatten().tolist():
             if len(self.errors) >= self.hparams.max_error_rows:
@@ -114,8 +115,10 @@ class VQAModule(LabelTaskModule):
         return (image - image.min()) / (image.max() - image.min()).clamp(min=1e-8)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
-        probs = self(batch).softmax(dim=1)
-        conf, preds = probs.max(dim=1)
+        return self._prediction_rows(batch, self(batch))
+
+    def _prediction_rows(self, batch: Batch, logits: torch.Tensor) -> list[dict[str, Any]]:
+        conf, preds = logits.softmax(dim=1).max(dim=1)
         names, types = self.hparams.answer_names, self.hparams.question_types
         return [
             {"question_index": int(q), "type": types[t], "answer": names[a], "pred": names[p], "confidence": round(float(c), 6)}

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.run_metadata import FORMAT_VERSION, KEY
 from src.utils.errors import CheckpointError, describe
@@ -73,13 +75,59 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return upgrade(ckpt)
 
 
-def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str], path: str | Path,
-                             entry: str = "eval.py") -> None:
-    """Fail when a checkpoint was trained with other ``model=``/``data=`` options than the ones
-    composed now, naming the command that would work."""
+def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str], path: str | Path) -> None:
+    """train.py: fail when a checkpoint to resume or test was trained with other ``model=``/
+    ``data=`` options than the ones composed now, naming the command that would work."""
     trained = ckpt.get(KEY, {}).get("choices", {})
     wrong = {g: trained[g] for g in ("model", "data") if g in trained and trained[g] != choices.get(g)}
     if wrong:
         fix = " ".join(f"{g}={v}" for g, v in trained.items() if g in ("model", "data"))
         now = " ".join(f"{g}={choices.get(g)}" for g in wrong)
-        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python {entry} ckpt_path={path} {fix}")
+        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python train.py ckpt_path={path} {fix}")
+
+
+def _rebase(node: Any, old: str, new: str) -> Any:
+    """``node`` with every string under the folder ``old`` moved under ``new``."""
+    if isinstance(node, dict):
+        return {k: _rebase(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebase(v, old, new) for v in node]
+    if isinstance(node, str) and old and (node == old or node.startswith(old.rstrip("/") + "/")):
+        return new.rstrip("/") + node[len(old.rstrip("/")):]
+    return node
+
+
+def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: Sequence[str], path: str | Path) -> dict[str, str]:
+    """Make ``cfg.model`` and ``cfg.data`` the ones a checkpoint was trained with, from the resolved
+    config it carries, so ``eval.py ckpt_path=X`` alone evaluates what was trained:
+
+    - a ``model=`` or ``data=`` on the command line must name what the checkpoint was trained
+      with (one line naming what differs);
+    - ``model.*`` and ``data.*`` overrides on the command line apply on top;
+    - values under the training machine's ``paths.data_dir`` move under this one's.
+
+    Returns the checkpoint's config choices. A checkpoint without archlab's record (not written by
+    archlab) leaves ``cfg`` as composed."""
+    meta = ckpt.get(KEY)
+    if not meta:
+        return {}
+    trained, stored = meta.get("choices", {}), meta["config"]
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in ("model", "data")}
+    wrong = {group: value for group, value in chosen.items() if group in trained and trained[group] != value}
+    if wrong:
+        fix = " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
+        now = " ".join(f"{g}={v}" for g, v in wrong.items())
+        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python eval.py ckpt_path={path} "
+                              "(the checkpoint knows its model and data)")
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create(stored["model"])
+        cfg.data = OmegaConf.create(_rebase(stored["data"], stored.get("paths", {}).get("data_dir", ""),
+                                            str(cfg.paths.data_dir)))
+        for o in parsed:
+            if o.key_or_group.startswith(("model.", "data.")):
+                if o.is_delete():
+                    OmegaConf.update(cfg, o.key_or_group, None)
+                else:
+                    OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True, force_add=True)
+    return {**trained}

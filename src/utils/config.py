@@ -31,16 +31,19 @@ def register_resolvers() -> None:
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
     """Compose a config as ``python <config_name>.py <overrides>`` would, outside Hydra's app
-    (tests, benchmarks, notebooks). The compose API makes no run folder: ``output_dir``, when
-    given, becomes ``paths.output_dir`` and ``paths.log_dir``."""
+    (tests, benchmarks, notebooks), and record it as Hydra's app does before a job (the run's
+    choices and overrides, read by :func:`config_choices` and eval.py); the job's config comes
+    without the ``hydra`` node, as in the app. The compose API makes no run folder:
+    ``output_dir``, when given, is the run folder and ``paths.log_dir``."""
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-            cfg.paths.log_dir = str(output_dir)
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        if output_dir is not None:
+            cfg.hydra.runtime.output_dir = cfg.paths.output_dir = cfg.paths.log_dir = str(output_dir)
+        HydraConfig.instance().set_config(cfg)
+        del cfg["hydra"]
     return cfg
 
 

@@ -36,11 +36,12 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
     ``HYDRA_FULL_ERROR=1``), and so that each job leaves the process as it found it: in a
     multirun the next job runs in this same process. W&B and torch.distributed are closed, and
     the environment is restored, since Lightning's DDP launcher sets ``LOCAL_RANK`` & co. there,
-    which would make the next job believe its ranks were started by an external launcher."""
+    which would make the next job believe its ranks were started by an external launcher; so is
+    ``sys.argv``, which :func:`pin_ddp_relaunch_to_this_job` rewrites."""
 
     @functools.wraps(task_func)
     def wrap(cfg: DictConfig) -> Any:
-        environ = dict(os.environ)
+        environ, argv = dict(os.environ), list(sys.argv)
         try:
             return task_func(cfg)
         except (UserError, MisconfigurationException) as e:
@@ -65,6 +66,7 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
                 torch.distributed.destroy_process_group()
             os.environ.clear()
             os.environ.update(environ)
+            sys.argv[:] = argv
 
     return wrap
 

@@ -1,0 +1,51 @@
+"""eval.py rebuilds what a checkpoint was trained with: `eval.py ckpt_path=X` alone, for every task."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from eval import evaluate
+from src.utils.config import compose
+from tests.conftest import FAST, QUIET, pairs_overrides, synthetic_pairs_dir
+from train import train
+
+LIMITS = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+
+
+def task_runs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Per task: a short training run with settings that differ from its model's defaults, and its
+    test metric."""
+    pairs = synthetic_pairs_dir(tmp_path / "pairs")
+    return {
+        "classification": (["model=resnet9", "model.net.width=8", "data.batch_size=32"], "test/acc"),
+        "vqa": (["model=fusion", "data=easy_vqa", "model.net.fusion=film", "model.net.dim=32", "data.batch_size=8"],
+                "test/acc"),
+        "generation": (["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "model.conditional=true",
+                        "model.latent_dim=16"], "test/fid"),
+        "summarization": ([*pairs_overrides(pairs, tmp_path / "cache"), "model=transformer", "model.net.dim=32",
+                           "model.net.num_heads=2", "model.net.encoder_layers=1", "model.net.decoder_layers=1",
+                           "model.net.ff_hidden=64", "model.generation.max_len=8", "model.generation.min_len=0",
+                           "model.val_generation.max_len=8"], "test/rouge1"),
+    }
+
+
+@pytest.mark.parametrize("task", ["classification", "vqa", "generation", "summarization"])
+def test_eval_with_only_the_checkpoint_reproduces_the_test_metric(task: str, tmp_path: Path) -> None:
+    overrides, metric = task_runs(tmp_path)[task]
+    trained, objects = train(compose("train", [*FAST, *LIMITS, *overrides], tmp_path / "train"))
+    best = objects["trainer"].checkpoint_callback.best_model_path
+    evaluated, _ = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={best}", "trainer.limit_test_batches=2"],
+                                    tmp_path / "eval"))
+    assert float(evaluated[metric]) == pytest.approx(float(trained[metric]), rel=1e-5)
+    rows = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert rows
+
+
+def test_eval_overrides_apply_on_top_of_the_checkpoint(tmp_path: Path) -> None:
+    train(compose("train", [*FAST, *LIMITS, "model.net.hidden=32"], tmp_path / "train"))
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    _, objects = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}", "data.batch_size=7"], tmp_path / "eval"))
+    assert objects["cfg"].model.net.hidden == 32 and objects["datamodule"].hparams.batch_size == 7
+    assert torch.equal(objects["model"].net.classifier[1].weight,
+                       torch.load(ckpt, weights_only=True)["state_dict"]["net.classifier.1.weight"])
