@@ -201,7 +201,9 @@ def test_run_logs_metrics_grids_and_weights_only_checkpoint(trained_gan: Path) -
 @pytest.mark.slow  # eval.py in a subprocess on the trained GAN
 def test_eval_samples_images_and_reproduces_test_metrics(trained_gan: Path, classifier_ckpt: Path, tmp_path: Path) -> None:
     best = next((trained_gan / "checkpoints").glob("epoch_*.ckpt"))
-    proc = run_cli(["eval.py", f"ckpt_path={best}", f"model.metrics.classifier_ckpt={classifier_ckpt}", "data.num_samples=50",
+    # model.metrics.* exists in GAN model configs only: name the model, as the checkpoint has it
+    proc = run_cli(["eval.py", f"ckpt_path={best}", "model=dcgan", "data=digits_generation",
+                    f"model.metrics.classifier_ckpt={classifier_ckpt}", "data.num_samples=50",
                     f"paths.log_dir={tmp_path}", "extras.print_config=false"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = [p.parent for p in tmp_path.rglob("predictions.jsonl")]
