@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from src.utils.checkpoint import load_checkpoint, use_checkpoint_config
 from src.utils.config import check_compatibility, config_choices, register_resolvers
+from src.utils.distributed import gather_rows
 from src.utils.errors import CheckpointError
 from src.utils.instantiate import instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
@@ -57,6 +58,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics = dict(trainer.callback_metrics)
     # rows made while testing; otherwise (a generator's new samples) from the predict loop
     rows = model.test_predictions or [row for rows in trainer.predict(model=model, datamodule=datamodule) for row in rows]
+    rows = gather_rows(rows, trainer, model.prediction_key)
     out = Path(cfg.paths.output_dir) / "predictions.jsonl"
     if trainer.is_global_zero:
         with open(out, "w") as f:

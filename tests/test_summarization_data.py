@@ -121,3 +121,17 @@ def test_length_grouped_sampler() -> None:
     assert list(sampler) == order  # same epoch, same order (resume)
     sampler.set_epoch(1)
     assert list(sampler) != order
+
+
+def test_length_grouped_sampler_shards_global_batches_over_processes() -> None:
+    """Two processes: each takes half of every global batch of 16 (rank 0 the longer half),
+    together every example of the epoch (the last global batch completed from the start), in as
+    many steps each."""
+    lengths = torch.randint(1, 1000, (100,)).tolist()
+    ranks = [LengthGroupedSampler(lengths, batch_size=8, seed=3, chunk_batches=4, num_replicas=2, rank=r) for r in (0, 1)]
+    orders = [list(s) for s in ranks]
+    assert len(orders[0]) == len(orders[1]) == len(ranks[0]) == 56  # 7 global batches of 16 (100 -> 112)
+    assert set(orders[0]) | set(orders[1]) == set(range(100))
+    # one step's two batches are one global batch: neighbours in a length-sorted chunk
+    for a, b in zip(zip(*[iter(orders[0])] * 8), zip(*[iter(orders[1])] * 8)):
+        assert min(lengths[i] for i in a) >= max(lengths[i] for i in b)

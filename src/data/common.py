@@ -1,12 +1,14 @@
-"""Helpers the DataModules share: loader worker settings, the per-device share of the global
-batch, and the image augmentations."""
+"""Helpers the DataModules share: loaders sharded over processes, the per-device share of the
+global batch, and the image augmentations."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+import torch
 from lightning import Trainer
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.transforms import v2
 
 from src.utils.errors import ConfigError
@@ -30,10 +32,27 @@ def augmentation(name: str, image_size: int) -> v2.Transform | None:
     return v2.Compose(transforms) if transforms else None
 
 
-def worker_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
-    """``DataLoader`` settings from a data config's ``num_workers``/``pin_memory``; workers are kept
+def loader(dataset: Dataset, batch_size: int, trainer: Trainer | None, train: bool, collate_fn: Callable,
+           num_workers: int, pin_memory: bool, drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
+    """A DataModule's loader, sharded over the trainer's processes by archlab itself (trainers run
+    with ``use_distributed_sampler=false``):
+
+    - training: each process a disjoint, equal share (``DistributedSampler``), reshuffled every
+      epoch (Lightning calls ``set_epoch``) from the run's seed, the same on every process;
+    - evaluation: every example exactly once (Lightning's ``UnrepeatedDistributedSampler``,
+      shares differ by at most one example, no padding duplicates), so metrics, which sum their
+      states over processes, score exactly what one process scores;
+    - one process: the loader's own order (shuffled for training).
+
+    ``sampler``, when given, shards itself (e.g. the length-grouped sampler). Workers are kept
     alive across epochs instead of being restarted for each."""
-    return {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    if sampler is None and world > 1:
+        sampler = (DistributedSampler(dataset, world, rank, shuffle=True, seed=torch.initial_seed() % 2**31) if train
+                   else UnrepeatedDistributedSampler(dataset, world, rank, shuffle=False))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=drop_last, collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)
 
 
 def per_device_batch_size(batch_size: int, trainer: Trainer | None) -> int:

@@ -12,7 +12,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
 from torchvision.transforms import v2
 
-from src.data.common import augmentation, check_augment, per_device_batch_size, worker_options
+from src.data.common import augmentation, check_augment, loader, per_device_batch_size
 from src.data.sources.images import image_source
 from src.utils.errors import ConfigError, DataError
 
@@ -136,20 +136,14 @@ class ImageDataModule(LightningDataModule):
                 f"but the files hold {held} of {n_classes} classes; fix the provides block of its config"
             )
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, train: bool = False, drop_last: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size_per_device,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            collate_fn=self._collate(),
-            **worker_options(self.hparams.num_workers, self.hparams.pin_memory),
-        )
+        return loader(dataset, self.batch_size_per_device, self.trainer, train, self._collate(), self.hparams.num_workers,
+                      self.hparams.pin_memory, drop_last)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data_train, shuffle=True)
+        return self._loader(self.data_train, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.data_val)

@@ -12,7 +12,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.common import per_device_batch_size, worker_options
+from src.data.common import loader, per_device_batch_size
 from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import Pairs, local_split_file, read_jsonl
@@ -154,7 +154,15 @@ class SummarizationDataModule(LightningDataModule):
     def tokenizer(self) -> Any:
         """The tokenizer, built on first use and checked against ``provides``."""
         if self._tokenizer is None:
-            self._tokenizer = self._build_tokenizer()
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1 and not self.hparams.tokenizer.get("name"):
+                # DDP: the first process of each node trains (or loads) the BPE and caches it;
+                # the others wait, then load the cache instead of each training its own
+                if trainer.local_rank == 0:
+                    self._tokenizer = self._build_tokenizer()
+                trainer.strategy.barrier("archlab_tokenizer")
+            if self._tokenizer is None:
+                self._tokenizer = self._build_tokenizer()
             self._check_provides(self._tokenizer)
         return self._tokenizer
 
@@ -191,17 +199,14 @@ class SummarizationDataModule(LightningDataModule):
             raise RuntimeError("call setup() before asking for a dataloader")
         pairs, hp = self.data[stage], self.hparams
         sampler = None
-        if stage == "train":
+        if stage == "train" and hp.group_by_length:
             cut = hp.max_source_len * CHARS_PER_TOKEN
-            sampler = (LengthGroupedSampler([min(len(a), cut) for a in pairs.articles], self.batch_size_per_device, hp.seed or 0)
-                       if hp.group_by_length else torch.utils.data.RandomSampler(pairs.ids))
-        return DataLoader(
-            SummarizationDataset(pairs),
-            batch_size=self.batch_size_per_device,
-            sampler=sampler,
-            collate_fn=Seq2SeqCollator(self._tokenizer, hp.max_source_len, hp.max_target_len, hp.source_prefix),
-            **worker_options(hp.num_workers, hp.pin_memory),
-        )
+            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+            sampler = LengthGroupedSampler([min(len(a), cut) for a in pairs.articles], self.batch_size_per_device,
+                                           hp.seed or 0, num_replicas=world, rank=rank)
+        collate = Seq2SeqCollator(self._tokenizer, hp.max_source_len, hp.max_target_len, hp.source_prefix)
+        return loader(SummarizationDataset(pairs), self.batch_size_per_device, self.trainer, stage == "train", collate,
+                      hp.num_workers, hp.pin_memory, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

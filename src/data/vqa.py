@@ -11,7 +11,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
-from src.data.common import augmentation, per_device_batch_size, worker_options
+from src.data.common import augmentation, loader, per_device_batch_size
 from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
 from src.data.tokenizers import WORD_PAD, pretrained_tokenizer, word_level_tokenizer
 from src.utils.errors import DataError
@@ -159,13 +159,8 @@ class VQADataModule(LightningDataModule):
     def _loader(self, dataset: VQADataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size_per_device,
-            shuffle=train,
-            collate_fn=VQACollate(self.augment if train else None),
-            **worker_options(self.hparams.num_workers, self.hparams.pin_memory),
-        )
+        return loader(dataset, self.batch_size_per_device, self.trainer, train, VQACollate(self.augment if train else None),
+                      self.hparams.num_workers, self.hparams.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, train=True)

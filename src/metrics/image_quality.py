@@ -233,6 +233,8 @@ class ImageQualityMetrics(nn.Module):
         self.coverage = ClassCoverage(num_classes) if feature == "classifier" else None
 
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(features, classifier logits or None)`` of generator-space images."""
+        """``(features, classifier logits or None)`` of generator-space images, in float32 even
+        under a bf16/fp16 autocast trainer: FID's floor values are below bf16 resolution."""
         self.extractor.to(images.device)
-        return self.extractor(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.extractor(images.float())

@@ -68,6 +68,8 @@ class TaskModule(LightningModule):
 
     #: constructor arguments that are objects, not values: never saved in hparams
     IGNORED = ["net", "optimizer", "scheduler"]
+    #: the field that orders prediction rows that are not one per loader item (see gather_rows)
+    prediction_key: str | None = None
 
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None) -> None:

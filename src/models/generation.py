@@ -120,7 +120,8 @@ class GenerationModule(TaskModule):
         return self.quality.features(images)
 
     def _start_eval_stream(self) -> None:
-        self._eval_rng = torch.Generator(self.device).manual_seed(self.metrics_cfg["seed"])
+        # one stream per process: under DDP the processes sample different images, not copies
+        self._eval_rng = torch.Generator(self.device).manual_seed(self.metrics_cfg["seed"] + self.global_rank)
 
     # -- training ---------------------------------------------------------------------------
     def _discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -267,7 +268,9 @@ class GenerationModule(TaskModule):
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for k, image in enumerate(images):
-            name = f"samples/{self._predicted + k:06d}.png"
+            # the test example's index: process r of W predicts examples r, r + W, ... (src/data/common.py)
+            index = self.global_rank + (self._predicted + k) * self.trainer.world_size
+            name = f"samples/{index:06d}.png"
             save_image(image, Path(self.trainer.default_root_dir) / name, normalize=True, value_range=(-1, 1))
             row: dict[str, Any] = {"file": name}
             if self.hparams.conditional:

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
+from src.utils.distributed import gather_rows
 from src.utils.plots import log_figure, prediction_grid_figure
 
 Batch = dict[str, torch.Tensor]
@@ -27,6 +28,8 @@ class VQAModule(LabelTaskModule):
     As in :class:`~src.models.classification.ClassificationModule`, hparams hold plain values
     only, so checkpoints load with ``weights_only=True``.
     """
+
+    prediction_key = "question_index"  # rows are per question, a loader item is an image
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class VQAModule(LabelTaskModule):
                                 "pred": int(preds[q]), "answer": int(batch["answer"][q])})
 
     def on_test_epoch_end(self) -> None:
+        self.errors = gather_rows(self.errors, self.trainer, key="question_index")[: self.hparams.max_error_rows]
         if not self.trainer.is_global_zero:
             return
         names = self.hparams.answer_names

@@ -20,8 +20,8 @@ from src.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 # Keys of model/data configs that describe the run (task compatibility, watched metric, what a
-# sweep varies), not constructor arguments.
-META_KEYS = ("task", "watch", "search_space")
+# sweep varies, what DDP must allow), not constructor arguments.
+META_KEYS = ("task", "watch", "search_space", "ddp_find_unused_parameters")
 
 
 def instantiate_component(cfg: DictConfig, **kwargs: Any) -> Any:

@@ -1,0 +1,61 @@
+"""DDP on CPU (`trainer=ddp_cpu`, 2 processes, same global batch) against one process, per task:
+training gives the same test metric within a stated tolerance (the processes shuffle and take
+BatchNorm statistics on their own shares), and testing a checkpoint gives exactly the metric of
+one process, with every test example in the predictions exactly once."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs, synthetic_pairs_dir
+
+LIMITS = ["trainer.limit_val_batches=2"]
+# task -> (train.py overrides, test metric, tolerance between 1 and 2 training processes, the
+# field that identifies an example in predictions.jsonl)
+TASKS = {
+    "classification": (["trainer.max_epochs=2", "data.batch_size=64"], "test/acc", 0.05, None),
+    "vqa": (["model=fusion", "data=easy_vqa", "model.net.dim=32", "data.batch_size=8", "trainer.max_epochs=1",
+             "trainer.limit_train_batches=60", "trainer.limit_test_batches=10"], "test/acc", 0.1, "question_index"),
+    "generation": (["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "data.batch_size=32",
+                    "trainer.max_epochs=1", "trainer.limit_train_batches=8"], "test/fid", 0.5, "file"),
+    "summarization": (["model=transformer", "model.net.dim=32", "model.net.num_heads=2", "model.net.encoder_layers=1",
+                       "model.net.decoder_layers=1", "model.net.ff_hidden=64", "model.generation.max_len=8",
+                       "model.generation.min_len=0", "model.val_generation.max_len=8", "trainer.max_epochs=1"],
+                      "test/rouge1", 0.1, "id"),
+}
+
+
+def run(entry: str, overrides: list[str], log_dir: Path) -> Path:
+    proc = run_cli([entry, *overrides, f"paths.log_dir={log_dir}", *(QUIET if entry == "train.py" else QUIET[:2])])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    (run_dir,) = run_dirs(log_dir)
+    return run_dir
+
+
+@pytest.mark.slow  # per task: 2 training runs and 2 evaluations in subprocesses, half of them DDP
+@pytest.mark.parametrize("task", list(TASKS))
+def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
+    overrides, metric, tolerance, key = TASKS[task]
+    if task == "summarization":
+        root = synthetic_pairs_dir(tmp_path / "pairs", n_train=32)
+        overrides = ["data=cnn_dailymail_pg", f"data.data_dir={root}", f"data.tokenizer.cache_dir={tmp_path / 'cache'}",
+                     "data.tokenizer.vocab_size=400", "data.max_source_len=64", "data.max_target_len=24",
+                     "data.batch_size=8", *overrides]
+    one = run("train.py", [*overrides, *LIMITS], tmp_path / "one")
+    two = run("train.py", [*overrides, *LIMITS, "trainer=ddp_cpu"], tmp_path / "two")
+    assert float(metrics_csv(two)[metric]) == pytest.approx(float(metrics_csv(one)[metric]), rel=tolerance, abs=tolerance)
+
+    best = next((one / "checkpoints").glob("epoch_*.ckpt"))
+    limit = [o for o in overrides if o.startswith("trainer.limit_test_batches")]
+    evaluated = {n: run("eval.py", [f"ckpt_path={best}", *limit, *extra], tmp_path / f"eval{n}")
+                 for n, extra in ((1, []), (2, ["trainer=ddp_cpu"]))}
+    if task != "generation":  # a generator samples other images in each process: FID within the tolerance above
+        assert float(metrics_csv(evaluated[2])[metric]) == pytest.approx(float(metrics_csv(evaluated[1])[metric]), abs=1e-6)
+    rows = {n: [json.loads(line) for line in (d / "predictions.jsonl").read_text().splitlines()] for n, d in evaluated.items()}
+    assert len(rows[2]) == len(rows[1])
+    if key:
+        assert len({r[key] for r in rows[2]}) == len(rows[2])  # every example exactly once
+    if task != "generation":
+        assert rows[2] == rows[1]
