@@ -59,3 +59,6 @@ def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
         assert len({r[key] for r in rows[2]}) == len(rows[2])  # every example exactly once
     if task != "generation":
         assert rows[2] == rows[1]
+    else:  # each process samples its own noise: examples 0 and 1 (one per process) are not copies
+        samples = evaluated[2] / "samples"
+        assert (samples / "000000.png").read_bytes() != (samples / "000001.png").read_bytes()

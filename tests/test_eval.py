@@ -1,5 +1,6 @@
 """eval.py rebuilds what a checkpoint was trained with: `eval.py ckpt_path=X` alone, for every task."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,19 @@ def test_eval_with_only_the_checkpoint_reproduces_the_test_metric(task: str, tmp
     assert float(evaluated[metric]) == pytest.approx(float(trained[metric]), rel=1e-5)
     rows = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
     assert rows
+
+
+def test_summaries_are_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.py writes the summaries the test loop decoded: no predict loop decodes them again."""
+    from src.models.summarization import SummarizationModule
+
+    overrides, _ = task_runs(tmp_path)["summarization"]
+    _, objects = train(compose("train", [*FAST, *LIMITS, *overrides], tmp_path / "train"))
+    monkeypatch.setattr(SummarizationModule, "predict_step", lambda *args: pytest.fail("decoded twice"))
+    evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={objects['trainer'].checkpoint_callback.best_model_path}"],
+                     tmp_path / "eval"))
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]) == {"id", "reference", "prediction"}  # the 8 synthetic test pairs
 
 
 def test_eval_overrides_apply_on_top_of_the_checkpoint(tmp_path: Path) -> None:

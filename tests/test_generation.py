@@ -151,6 +151,14 @@ def test_without_a_classifier_fid_falls_back_to_pixels_with_a_warning() -> None:
     assert not quality.state_dict()  # nothing of it lands in checkpoints
 
 
+def test_features_are_float32_under_a_bf16_autocast() -> None:
+    """FID floors (0.7-3.6 in the benchmarks) are below bf16 resolution: features stay float32."""
+    quality = ImageQualityMetrics({**DEFAULT_METRICS, "feature": "pixels"}, [1, 8, 8], 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features, _ = quality.features(torch.rand(4, 1, 8, 8, dtype=torch.bfloat16))
+    assert features.dtype == torch.float32
+
+
 def test_class_coverage() -> None:
     cov = ClassCoverage(4)
     cov.update(real_classes=torch.tensor([0, 1, 2, 3] * 25))
