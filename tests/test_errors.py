@@ -24,9 +24,14 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+@pytest.mark.parametrize(("overrides", "message"), [
+    *BAD_INPUTS,
+    # offline: the hub model of the experiment cannot be downloaded (hub offline mode: it fails at once)
+    (["experiment=cnndm_t5_small"], "ConfigError: model.net.name=t5-small could not be loaded as a seq2seq model"),
+], ids=[*(" ".join(o) for o, _ in BAD_INPUTS), "experiment=cnndm_t5_small offline"])
 def test_bad_input_is_one_logged_line_and_exit_1(overrides: list[str], message: str, cfg_train,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+                                                 caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     caplog.set_level("INFO")
     cfg = cfg_train(*overrides)
     with pytest.raises(SystemExit) as e:
