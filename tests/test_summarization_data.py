@@ -132,6 +132,8 @@ def test_length_grouped_sampler_shards_global_batches_over_processes() -> None:
     orders = [list(s) for s in ranks]
     assert len(orders[0]) == len(orders[1]) == len(ranks[0]) == 56  # 7 global batches of 16 (100 -> 112)
     assert set(orders[0]) | set(orders[1]) == set(range(100))
+    # fewer examples than one global batch: both processes still take a full batch
+    assert [len(list(LengthGroupedSampler([5], batch_size=4, num_replicas=2, rank=r))) for r in (0, 1)] == [4, 4]
     # one step's two batches are one global batch: neighbours in a length-sorted chunk
     for a, b in zip(zip(*[iter(orders[0])] * 8), zip(*[iter(orders[1])] * 8)):
         assert min(lengths[i] for i in a) >= max(lengths[i] for i in b)

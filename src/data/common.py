@@ -3,9 +3,9 @@ global batch, and the image augmentations."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-import torch
 from lightning import Trainer
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -47,8 +47,13 @@ def loader(dataset: Dataset, batch_size: int, trainer: Trainer | None, train: bo
     ``sampler``, when given, shards itself (e.g. the length-grouped sampler). Workers are kept
     alive across epochs instead of being restarted for each."""
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    if not train and 0 < len(dataset) < world:  # a process without examples would leave the others waiting
+        raise ConfigError(f"an evaluation set of {len(dataset)} examples cannot be shared by {world} processes; "
+                          "evaluate more examples or on fewer devices")
     if sampler is None and world > 1:
-        sampler = (DistributedSampler(dataset, world, rank, shuffle=True, seed=torch.initial_seed() % 2**31) if train
+        # the seed seed_everything set (PL_GLOBAL_SEED), the same in every process; 0 without one
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        sampler = (DistributedSampler(dataset, world, rank, shuffle=True, seed=seed) if train
                    else UnrepeatedDistributedSampler(dataset, world, rank, shuffle=False))
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       drop_last=drop_last, collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory,

@@ -43,7 +43,9 @@ class GenerationDataModule(ImageDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Full batches only: the discriminator's BatchNorm statistics of a tiny last batch are noise.
-        return self._loader(self.data_train, train=True, drop_last=len(self.data_train) > self.batch_size_per_device)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        share = -(-len(self.data_train) // world)  # each process's share of the training images
+        return self._loader(self.data_train, train=True, drop_last=share > self.batch_size_per_device)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.data_test), self._loader(self.data_reference)]

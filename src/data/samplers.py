@@ -33,8 +33,9 @@ class LengthGroupedSampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=g)
         size = self.batch_size * self.num_replicas
-        if self.num_replicas > 1 and len(order) % size:
-            order = torch.cat([order, order[: size - len(order) % size]])
+        if self.num_replicas > 1 and len(order) % size:  # complete the last global batch, as DistributedSampler does
+            pad = size - len(order) % size
+            order = torch.cat([order, order.repeat(-(-pad // len(order)))[:pad]])
         batches = []
         for start in range(0, len(order), size * self.chunk_batches):
             part = order[start: start + size * self.chunk_batches]

@@ -102,7 +102,7 @@ class SummarizationDataModule(LightningDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
-        seed: int = 0,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -112,7 +112,8 @@ class SummarizationDataModule(LightningDataModule):
         if shared:
             stages = [stage for stage, split in self.splits.items() if split in shared]
             raise ConfigError(f"data.splits reads split '{shared.pop()}' for {' and '.join(stages)}: checkpoints would be "
-                              "selected, or the model scored, on pairs it trained on; give each stage its own split")
+                              "selected, or the model scored, on pairs it trained on; give each stage its own split "
+                              "(e.g. data.splits.validation=<another split> to evaluate a checkpoint trained that way)")
         self.max_examples = {stage: (max_examples or {}).get(stage) for stage in STAGES}
         self.batch_size_per_device = batch_size
         self.data: dict[str, Pairs] = {}
@@ -158,9 +159,16 @@ class SummarizationDataModule(LightningDataModule):
             if trainer is not None and trainer.world_size > 1 and not self.hparams.tokenizer.get("name"):
                 # DDP: the first process of each node trains (or loads) the BPE and caches it;
                 # the others wait, then load the cache instead of each training its own
+                error: Exception | None = None
                 if trainer.local_rank == 0:
-                    self._tokenizer = self._build_tokenizer()
+                    try:
+                        self._tokenizer = self._build_tokenizer()
+                    except Exception as e:  # every process must reach the barrier, then all stop
+                        error = e
                 trainer.strategy.barrier("archlab_tokenizer")
+                if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+                    raise error or DataError("the first process of this node could not build the tokenizer; its "
+                                             "error is above")
             if self._tokenizer is None:
                 self._tokenizer = self._build_tokenizer()
             self._check_provides(self._tokenizer)

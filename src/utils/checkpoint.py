@@ -126,8 +126,9 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
                                             str(cfg.paths.data_dir)))
         for o in parsed:
             if o.key_or_group.startswith(("model.", "data.")):
-                if o.is_delete():
-                    OmegaConf.update(cfg, o.key_or_group, None)
+                if o.is_delete():  # as Hydra: the key goes, the constructor's default applies
+                    parent, _, leaf = o.key_or_group.rpartition(".")
+                    OmegaConf.select(cfg, parent).pop(leaf, None)
                 else:
                     OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True, force_add=True)
     return {**trained}

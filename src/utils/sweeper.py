@@ -21,5 +21,5 @@ def model_search_space(config: DictConfig, trial: Trial) -> None:
                           "hydra.sweeper.params and hydra.sweeper.custom_search_space=null")
     for override in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in space.items()]):
         name = override.get_key_element()
-        if name not in trial.params:  # a parameter given on the command line wins
+        if name not in trial.params and name not in trial.user_attrs:  # the command line's range or value wins
             trial._suggest(name, create_optuna_distribution_from_override(override))
