@@ -59,9 +59,9 @@ def test_summaries_are_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_eval_overrides_apply_on_top_of_the_checkpoint(tmp_path: Path) -> None:
     train(compose("train", [*FAST, *LIMITS, "model.net.hidden=32"], tmp_path / "train"))
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    _, objects = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}", "data.batch_size=7", "~model.label_smoothing"],
+    _, objects = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}", "data.batch_size=7", "~model.net.dropout"],
                                   tmp_path / "eval"))
     assert objects["cfg"].model.net.hidden == 32 and objects["datamodule"].hparams.batch_size == 7
-    assert "label_smoothing" not in objects["cfg"].model  # deleted, as Hydra does: the constructor's default applies
+    assert "dropout" not in objects["cfg"].model.net  # deleted, as Hydra does: the constructor's default applies
     assert torch.equal(objects["model"].net.classifier[1].weight,
                        torch.load(ckpt, weights_only=True)["state_dict"]["net.classifier.1.weight"])
