@@ -21,8 +21,11 @@ TASKS = {
                     "trainer.max_epochs=1", "trainer.limit_train_batches=8"], "test/fid", 0.5, "file"),
     "summarization": (["model=transformer", "model.net.dim=32", "model.net.num_heads=2", "model.net.encoder_layers=1",
                        "model.net.decoder_layers=1", "model.net.ff_hidden=64", "model.generation.max_len=8",
-                       "model.generation.min_len=0", "model.val_generation.max_len=8", "trainer.max_epochs=1"],
-                      "test/rouge1", 0.1, "id"),
+                       "model.generation.min_len=4", "model.val_generation.max_len=8", "model.optimizer.lr=0.003",
+                       "model.scheduler.num_warmup_steps=10", "trainer.max_epochs=3"],
+                      # a net this small and short-trained summarizes nothing ROUGE can score (0 in every run):
+                      # compared on its teacher-forced test loss, and on identical summaries under DDP
+                      "test/loss", 0.1, "id"),
 }
 
 
@@ -45,6 +48,7 @@ def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
                      "data.batch_size=8", *overrides]
     one = run("train.py", [*overrides, *LIMITS], tmp_path / "one")
     two = run("train.py", [*overrides, *LIMITS, "trainer=ddp_cpu"], tmp_path / "two")
+    assert float(metrics_csv(one)[metric]) > 0, metrics_csv(one)
     assert float(metrics_csv(two)[metric]) == pytest.approx(float(metrics_csv(one)[metric]), rel=tolerance, abs=tolerance)
 
     best = next((one / "checkpoints").glob("epoch_*.ckpt"))
