@@ -88,6 +88,17 @@ def run_dirs(log_dir: Path) -> list[Path]:
     return sorted(p.parent for p in log_dir.rglob(".hydra"))
 
 
+def run_ok(entry: str, overrides: list[str], log_dir: Path) -> Path:
+    """Run ``entry`` (train.py or eval.py) quietly under ``log_dir``; it must succeed without a
+    traceback. Returns its run folder."""
+    quiet = QUIET if entry == "train.py" else QUIET[:2]
+    proc = run_cli([entry, *overrides, f"paths.log_dir={log_dir}", *quiet])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    (run_dir,) = run_dirs(log_dir)
+    return run_dir
+
+
 # -- synthetic stand-ins for the datasets --------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def image_shapes() -> dict[str, list[int]]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs
+from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs, run_ok
 
 
 def test_model_data_mismatch_is_one_clear_line(tmp_path: Path) -> None:
@@ -50,19 +50,12 @@ def test_train_false_tests_the_given_checkpoint(trained_run: Path, tmp_path: Pat
     """train=false ckpt_path=X tests X's weights (the training run's test metric, which it took on
     its best checkpoint), and a test-only run, which logs no val/* metric, ends cleanly."""
     best = next((trained_run / "checkpoints").glob("epoch_*.ckpt"))
-    proc = run_cli(["train.py", "train=false", f"ckpt_path={best}", f"paths.log_dir={tmp_path}", *QUIET])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
-    (run,) = run_dirs(tmp_path)
+    run = run_ok("train.py", ["train=false", f"ckpt_path={best}"], tmp_path)
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
 def test_resuming_a_finished_run_tests_its_best_checkpoint(trained_run: Path, tmp_path: Path) -> None:
-    proc = run_cli(["train.py", "trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
-                    f"paths.log_dir={tmp_path}", *QUIET])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
-    (run,) = run_dirs(tmp_path)
+    run = run_ok("train.py", ["trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"], tmp_path)
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
@@ -117,16 +110,21 @@ def test_ddp_cpu_multirun_one_dir_per_job(tmp_path: Path) -> None:
 def test_optuna_sweeps_the_models_own_search_space(tmp_path: Path) -> None:
     """Any model can be swept: the search space comes from its config, the direction from its
     watched metric, and the value reported is the one checkpointing kept."""
-    proc = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "model=dense",
-                    "data.batch_size=64", "trainer.max_epochs=2", f"paths.log_dir={tmp_path}", *QUIET])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    out, best = optuna_sweep(["hydra.sweeper.n_trials=2", "model=dense", "data.batch_size=64", "trainer.max_epochs=2"],
+                             tmp_path)
     assert "Directions: ['maximize']" in out
-    (results,) = tmp_path.rglob("optimization_results.yaml")
-    best = yaml.safe_load(results.read_text())
     # configs/model/dense.yaml searches lr and batch size; the command line fixed the batch size
     assert set(best["best_params"]) == {"model.optimizer.lr"} and "data.batch_size=64" in out
     assert best["best_value"] == pytest.approx(max(map(best_val_acc, tmp_path.rglob("last.ckpt"))))
+
+
+def optuna_sweep(overrides: list[str], log_dir: Path) -> tuple[str, dict]:
+    """Run ``train.py -m hparams_search=optuna``; its output and optimization_results.yaml."""
+    proc = run_cli(["train.py", "-m", "hparams_search=optuna", *overrides, f"paths.log_dir={log_dir}", *QUIET])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    (results,) = log_dir.rglob("optimization_results.yaml")
+    return out, yaml.safe_load(results.read_text())
 
 
 def best_val_acc(ckpt: Path) -> float:
@@ -139,13 +137,9 @@ def best_val_acc(ckpt: Path) -> float:
 def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
     """dropout=5.0 makes nn.Dropout raise: those trials fail, the sweep finishes on the others.
     The seeded TPE start-up draws 5.0, 5.0, 0.1 (deterministic for the pinned optuna)."""
-    proc = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.custom_search_space=null",
-                    "model.net.dropout=choice(0.1,5.0)", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    out, best = optuna_sweep(["hydra.sweeper.n_trials=3", "hydra.sweeper.custom_search_space=null",
+                              "model.net.dropout=choice(0.1,5.0)", "trainer.max_epochs=1"], tmp_path)
     assert "dropout probability has to be between 0 and 1" in out
-    (results,) = tmp_path.rglob("optimization_results.yaml")
-    best = yaml.safe_load(results.read_text())
     assert best["best_params"]["model.net.dropout"] == 0.1 and 0 < best["best_value"] <= 1
 
 

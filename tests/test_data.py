@@ -69,3 +69,12 @@ def test_unknown_dataset_and_augment() -> None:
         ClassificationDataModule("svhn", DIGITS)
     with pytest.raises(ConfigError, match="data.augment='mixup' is not one of crop, crop_flip, none"):
         ClassificationDataModule("digits", DIGITS, augment="mixup")
+
+
+def test_evaluation_set_smaller_than_the_process_count_is_refused() -> None:
+    """Under DDP a process without evaluation examples would leave the others waiting forever."""
+    from src.data.common import loader
+
+    two_processes = SimpleNamespace(world_size=2, global_rank=0)
+    with pytest.raises(ConfigError, match="an evaluation set of 1 examples cannot be shared by 2 processes"):
+        loader([0], 1, two_processes, train=False, collate_fn=list, num_workers=0, pin_memory=False)

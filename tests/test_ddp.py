@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs, synthetic_pairs_dir
+from tests.conftest import metrics_csv, run_ok, synthetic_pairs_dir
 
 LIMITS = ["trainer.limit_val_batches=2"]
 # task -> (train.py overrides, test metric, tolerance between 1 and 2 training processes, the
@@ -29,14 +29,6 @@ TASKS = {
 }
 
 
-def run(entry: str, overrides: list[str], log_dir: Path) -> Path:
-    proc = run_cli([entry, *overrides, f"paths.log_dir={log_dir}", *(QUIET if entry == "train.py" else QUIET[:2])])
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
-    (run_dir,) = run_dirs(log_dir)
-    return run_dir
-
-
 @pytest.mark.slow  # per task: 2 training runs and 2 evaluations in subprocesses, half of them DDP
 @pytest.mark.parametrize("task", list(TASKS))
 def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
@@ -46,14 +38,14 @@ def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
         overrides = ["data=cnn_dailymail_pg", f"data.data_dir={root}", f"data.tokenizer.cache_dir={tmp_path / 'cache'}",
                      "data.tokenizer.vocab_size=400", "data.max_source_len=64", "data.max_target_len=24",
                      "data.batch_size=8", *overrides]
-    one = run("train.py", [*overrides, *LIMITS], tmp_path / "one")
-    two = run("train.py", [*overrides, *LIMITS, "trainer=ddp_cpu"], tmp_path / "two")
+    one = run_ok("train.py", [*overrides, *LIMITS], tmp_path / "one")
+    two = run_ok("train.py", [*overrides, *LIMITS, "trainer=ddp_cpu"], tmp_path / "two")
     assert float(metrics_csv(one)[metric]) > 0, metrics_csv(one)
     assert float(metrics_csv(two)[metric]) == pytest.approx(float(metrics_csv(one)[metric]), rel=tolerance, abs=tolerance)
 
     best = next((one / "checkpoints").glob("epoch_*.ckpt"))
     limit = [o for o in overrides if o.startswith("trainer.limit_test_batches")]
-    evaluated = {n: run("eval.py", [f"ckpt_path={best}", *limit, *extra], tmp_path / f"eval{n}")
+    evaluated = {n: run_ok("eval.py", [f"ckpt_path={best}", *limit, *extra], tmp_path / f"eval{n}")
                  for n, extra in ((1, []), (2, ["trainer=ddp_cpu"]))}
     if task != "generation":  # a generator samples other images in each process: FID within the tolerance above
         assert float(metrics_csv(evaluated[2])[metric]) == pytest.approx(float(metrics_csv(evaluated[1])[metric]), abs=1e-6)

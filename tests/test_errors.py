@@ -50,3 +50,12 @@ def test_unlogged_optimized_metric_fails_a_sweep_and_warns_outside_one(caplog: p
     monkeypatch.setattr("src.utils.run.is_multirun", lambda: True)
     with pytest.raises(ConfigError, match="optimized_metric='val/nope' was not logged; logged metrics: val/acc"):
         get_metric_value({"val/acc": 0.5}, "val/nope")
+
+
+def test_sweeping_a_model_without_search_space_is_one_line() -> None:
+    from omegaconf import OmegaConf
+
+    from src.utils.sweeper import model_search_space
+
+    with pytest.raises(ConfigError, match="this model config has no search_space"):
+        model_search_space(OmegaConf.create({"model": {"_target_": "x"}}), trial=None)

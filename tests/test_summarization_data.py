@@ -137,3 +137,18 @@ def test_length_grouped_sampler_shards_global_batches_over_processes() -> None:
     # one step's two batches are one global batch: neighbours in a length-sorted chunk
     for a, b in zip(zip(*[iter(orders[0])] * 8), zip(*[iter(orders[1])] * 8)):
         assert min(lengths[i] for i in a) >= max(lengths[i] for i in b)
+
+
+def test_a_failed_tokenizer_on_the_first_process_stops_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP: the first process builds the BPE while the others wait at a barrier; if it fails, the
+    barrier is still reached and every process raises (none is left waiting)."""
+    from types import SimpleNamespace
+
+    calls = []
+    strategy = SimpleNamespace(barrier=lambda name: calls.append(name), reduce_boolean_decision=lambda d, all: d)
+    dm = make_datamodule(tmp_path)
+    dm.trainer = SimpleNamespace(world_size=2, local_rank=0, strategy=strategy)
+    monkeypatch.setattr(dm, "_build_tokenizer", lambda: (_ for _ in ()).throw(DataError("no training split")))
+    with pytest.raises(DataError, match="no training split"):
+        dm.tokenizer
+    assert calls == ["archlab_tokenizer"]

@@ -79,11 +79,18 @@ def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str]
     """train.py: fail when a checkpoint to resume or test was trained with other ``model=``/
     ``data=`` options than the ones composed now, naming the command that would work."""
     trained = ckpt.get(KEY, {}).get("choices", {})
-    wrong = {g: trained[g] for g in ("model", "data") if g in trained and trained[g] != choices.get(g)}
+    fix = " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
+    _refuse_other_choices(trained, {g: choices.get(g) for g in ("model", "data")}, path,
+                          f"python train.py ckpt_path={path} {fix}")
+
+
+def _refuse_other_choices(trained: Mapping[str, str], chosen: Mapping[str, Any], path: str | Path, command: str) -> None:
+    """One line when a ``model=``/``data=`` choice differs from the one the checkpoint records."""
+    wrong = {g: v for g, v in chosen.items() if g in trained and trained[g] != v}
     if wrong:
-        fix = " ".join(f"{g}={v}" for g, v in trained.items() if g in ("model", "data"))
-        now = " ".join(f"{g}={choices.get(g)}" for g in wrong)
-        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python train.py ckpt_path={path} {fix}")
+        fix = " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
+        now = " ".join(f"{g}={v}" for g, v in wrong.items())
+        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: {command}")
 
 
 def _rebase(node: Any, old: str, new: str) -> Any:
@@ -114,12 +121,7 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
     trained, stored = meta.get("choices", {}), meta["config"]
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in ("model", "data")}
-    wrong = {group: value for group, value in chosen.items() if group in trained and trained[group] != value}
-    if wrong:
-        fix = " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
-        now = " ".join(f"{g}={v}" for g, v in wrong.items())
-        raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: python eval.py ckpt_path={path} "
-                              "(the checkpoint knows its model and data)")
+    _refuse_other_choices(trained, chosen, path, f"python eval.py ckpt_path={path} (the checkpoint knows its model and data)")
     with open_dict(cfg):
         cfg.model = OmegaConf.create(stored["model"])
         cfg.data = OmegaConf.create(_rebase(stored["data"], stored.get("paths", {}).get("data_dir", ""),
