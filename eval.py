@@ -13,7 +13,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from src.utils.checkpoint import load_checkpoint, use_checkpoint_config
 from src.utils.config import check_compatibility, config_choices, register_resolvers
@@ -37,6 +37,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if ckpt is not None:
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         choices.update(use_checkpoint_config(cfg, ckpt, overrides, cfg.ckpt_path))
+        if HydraConfig.initialized():  # the run's names (${run:name}) read the checkpoint's choices
+            with read_write(HydraConfig.get()):
+                HydraConfig.get().runtime.choices.update(choices)
     check_compatibility(cfg, choices)
     extras(cfg)
     if cfg.get("seed") is not None:

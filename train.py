@@ -5,6 +5,7 @@ test on the best checkpoint -> return ``optimized_metric`` (for sweepers).
 """
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from src.utils.run import (
     quiet_non_zero_ranks,
     task_wrapper,
 )
+from src.utils.tracking import continue_loggers, run_summary, save_summary
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -37,9 +39,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit and test; returns (metrics, objects) so tests and sweeps can inspect both."""
     choices = config_choices()
     check_compatibility(cfg, choices)
+    started = time.monotonic()
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:  # a missing, corrupt or mismatched checkpoint stops here, in one line
-        check_checkpoint_matches(load_checkpoint(ckpt_path), choices, ckpt_path)
+        ckpt = load_checkpoint(ckpt_path)
+        check_checkpoint_matches(ckpt, choices, ckpt_path)
+        if cfg.get("train"):
+            continue_loggers(cfg, ckpt, ckpt_path)
     quiet_non_zero_ranks()
     extras(cfg)
     if cfg.get("seed") is not None:
@@ -75,6 +81,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         log.info(f"Tested checkpoint: {test_ckpt}")
 
     metrics = {**train_metrics, **trainer.callback_metrics}
+    save_summary(run_summary(cfg, trainer, model, metrics, started), trainer, cfg.paths.output_dir)
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 

@@ -3,6 +3,7 @@ hyper-parameter logging, and reading the optimized metric."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.utils.config import print_config_tree
 from src.utils.errors import ConfigError, UserError
 from src.utils.pylogger import RankedLogger
+from src.utils.tracking import run_names
 
 log = RankedLogger(__name__)
 
@@ -129,10 +131,12 @@ def pin_ddp_relaunch_to_this_job() -> None:
 
 def log_hyperparameters(cfg: DictConfig, model: LightningModule, trainer: Trainer) -> None:
     """Send the resolved config to every logger once, as a nested dict (W&B keeps the nesting),
-    plus parameter counts."""
+    plus parameter counts and the run's names (group a sweep's dashboard by ``run.variant`` for
+    mean and spread over seeds)."""
     if not trainer.loggers:
         return
     hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams["run"] = dataclasses.asdict(run_names(cfg))
     hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
     hparams["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for logger in trainer.loggers:
