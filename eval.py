@@ -39,7 +39,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         choices.update(use_checkpoint_config(cfg, ckpt, overrides, cfg.ckpt_path))
         if HydraConfig.initialized():  # the run's names (${run:name}) read the checkpoint's choices
             with read_write(HydraConfig.get()):
-                HydraConfig.get().runtime.choices.update(choices)
+                HydraConfig.get().runtime.choices.update({g: choices[g] for g in ("model", "data") if g in choices})
     check_compatibility(cfg, choices)
     extras(cfg)
     if cfg.get("seed") is not None:

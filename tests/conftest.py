@@ -3,6 +3,7 @@ run as a user runs them, synthetic stand-ins for the datasets, and the resume ha
 
 from __future__ import annotations
 
+import csv
 import functools
 import gzip
 import json
@@ -88,15 +89,28 @@ def run_dirs(log_dir: Path) -> list[Path]:
     return sorted(p.parent for p in log_dir.rglob(".hydra"))
 
 
-def run_ok(entry: str, overrides: list[str], log_dir: Path) -> Path:
+def run_ok(entry: str, overrides: list[str], log_dir: Path, env: dict | None = None) -> Path:
     """Run ``entry`` (train.py or eval.py) quietly under ``log_dir``; it must succeed without a
     traceback. Returns its run folder."""
     quiet = QUIET if entry == "train.py" else QUIET[:2]
-    proc = run_cli([entry, *overrides, f"paths.log_dir={log_dir}", *quiet])
+    proc = run_cli([entry, *overrides, f"paths.log_dir={log_dir}", *quiet], env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
     (run_dir,) = run_dirs(log_dir)
     return run_dir
+
+
+def wandb_env(home: Path) -> dict[str, str]:
+    """W&B offline, without the user's settings or key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), WANDB_DIR=str(home / "wandb_cache"))
+    return env
+
+
+def offline_runs(run: Path) -> list[tuple[str, bytes]]:
+    """(run id, records) of each W&B offline run in a run dir: what `wandb sync` uploads."""
+    return [(d.name.rsplit("-", 1)[1], next(d.glob("run-*.wandb")).read_bytes())
+            for d in sorted((run / "wandb").glob("offline-run-*"))]
 
 
 # -- synthetic stand-ins for the datasets --------------------------------------------------------------
@@ -222,11 +236,12 @@ def full_interrupted_resumed(common: list[str], tmp_path: Path) -> tuple[Path, P
 
 
 def metrics_csv(run: Path) -> dict[str, str]:
-    """The last logged value of every metric in a run's CSV log."""
-    rows = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
-    header, last = rows[0].split(","), {}
-    for row in rows[1:]:
-        last.update({k: v for k, v in zip(header, row.split(",")) if v})
+    """The last logged value of every metric in a run's CSV logs (a resumed run's later versions last)."""
+    last: dict[str, str] = {}
+    for version in sorted((run / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1])):
+        with open(version / "metrics.csv") as f:
+            for row in csv.DictReader(f):
+                last.update({k: v for k, v in row.items() if v})
     return last
 
 

@@ -1,14 +1,15 @@
 """The entry points as users run them: errors, eval.py, DDP, sweeps, W&B offline."""
 
+import csv
 import json
-import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs, run_ok
+from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs, run_ok, wandb_env
 
 
 def test_model_data_mismatch_is_one_clear_line(tmp_path: Path) -> None:
@@ -55,7 +56,11 @@ def test_train_false_tests_the_given_checkpoint(trained_run: Path, tmp_path: Pat
 
 
 def test_resuming_a_finished_run_tests_its_best_checkpoint(trained_run: Path, tmp_path: Path) -> None:
-    run = run_ok("train.py", ["trainer.max_epochs=2", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"], tmp_path)
+    """The resume continues in the run's folder (a copy here): CSV version_1 holds its test metrics."""
+    shutil.copytree(trained_run, tmp_path / "run")
+    run = run_ok("train.py", ["trainer.max_epochs=2", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"],
+                 tmp_path)
+    assert run == tmp_path / "run" and (run / "csv" / "version_1" / "metrics.csv").exists()
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
@@ -141,14 +146,21 @@ def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
                               "model.net.dropout=choice(0.1,5.0)", "trainer.max_epochs=1"], tmp_path)
     assert "dropout probability has to be between 0 and 1" in out
     assert best["best_params"]["model.net.dropout"] == 0.1 and 0 < best["best_value"] <= 1
+    # compare.py on the sweep: the trials that failed are rows too
+    (sweep,) = {run.parent for run in run_dirs(tmp_path)}
+    proc = run_cli(["compare.py", str(sweep)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(sweep / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model.net.dropout"], r["status"]) for r in rows] == [("5.0", "unfinished"), ("5.0", "unfinished"),
+                                                                     ("0.1", "finished")]
+    assert float(rows[2]["best val/acc"]) == pytest.approx(best["best_value"])
 
 
 def test_all_loggers_wandb_offline_writes_files(tmp_path: Path) -> None:
     """logger=many: W&B (offline, no API key), TensorBoard and CSV in one run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), WANDB_DIR=str(tmp_path / "wandb_cache"))
     proc = run_cli(["train.py", "logger=many", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET],
-                   env=env)
+                   env=wandb_env(tmp_path))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     (run,) = run_dirs(tmp_path)
     (offline,) = (run / "wandb").glob("offline-run-*")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import metrics_csv, run_ok, synthetic_pairs_dir
+from tests.conftest import metrics_csv, offline_runs, run_ok, synthetic_pairs_dir, wandb_env
 
 LIMITS = ["trainer.limit_val_batches=2"]
 # task -> (train.py overrides, test metric, tolerance between 1 and 2 training processes, the
@@ -58,3 +58,19 @@ def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
     else:  # each process samples its own noise: examples 0 and 1 (one per process) are not copies
         samples = evaluated[2] / "samples"
         assert (samples / "000000.png").read_bytes() != (samples / "000001.png").read_bytes()
+
+
+@pytest.mark.slow  # two DDP runs in subprocesses
+def test_ddp_run_killed_and_resumed_is_one_wandb_run(tmp_path: Path) -> None:
+    """Under DDP only rank 0 logs: one W&B offline run per session, named as a single process
+    names it, and the resumed session continues the same run id in the same folder."""
+    env = wandb_env(tmp_path)
+    common = ["trainer=ddp_cpu", "logger=many", "trainer.max_epochs=2", "data.batch_size=64", *LIMITS]
+    stop = "+callbacks.stop={_target_: tests.conftest.StopAfterEpochs, epochs: 1}"
+    run = run_ok("train.py", [*common, stop], tmp_path, env=env)
+    assert run_ok("train.py", [*common, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path, env=env) == run
+    ids = [run_id for run_id, _ in offline_runs(run)]
+    assert len(ids) == 2 and ids[0] == ids[1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run/name"] == "cnn-digits-trainer=ddp_cpu-max_epochs=2-batch_size=64-limit_val_batches=2-s12345"
+    assert summary["best/epoch"] in (0, 1) and "test/acc" in summary

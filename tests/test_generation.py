@@ -177,10 +177,13 @@ def test_classifier_of_another_dataset_is_refused(classifier_ckpt: Path) -> None
 
 @pytest.fixture(scope="module")
 def trained_gan(classifier_ckpt: Path, tmp_path_factory) -> Path:
-    """A class-conditional DCGAN on digits, scored with the digits classifier."""
+    """A class-conditional DCGAN on digits, scored with the digits classifier; CSV and W&B offline."""
     out = tmp_path_factory.mktemp("gan")
-    train(compose("train", [*FAST, "model=dcgan", "data=digits_generation", "trainer.max_epochs=2",
-                                "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_DIR", str(out))
+        train(compose("train", [*FAST, "model=dcgan", "data=digits_generation", "trainer.max_epochs=2",
+                                "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "logger=[csv,wandb]",
                                 "model.conditional=true", f"model.metrics.classifier_ckpt={classifier_ckpt}",
                                 "model.metrics.kid_subset_size=100"], out))
     return out
@@ -194,6 +197,9 @@ def test_run_logs_metrics_grids_and_weights_only_checkpoint(trained_gan: Path) -
     assert {"train/d_real_step", "train/d_fake_step", "val/fid"} <= set(values)
     assert (trained_gan / "samples" / "epoch_001.png").stat().st_size > 1000
     assert (trained_gan / "samples.png").stat().st_size > 1000
+    (offline,) = (trained_gan / "wandb").glob("offline-run-*")  # the sample grids as W&B images
+    assert len(list(offline.glob("files/media/images/train/samples_*.png"))) == 2
+    assert list(offline.glob("files/media/images/test/samples_*.png"))
 
     ckpt_path = trained_gan / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, weights_only=True)  # raises on any pickled object
