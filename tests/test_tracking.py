@@ -22,16 +22,19 @@ def test_names_come_from_choices_and_overrides(tmp_path: Path) -> None:
     names = run_names({"seed": 7})
     assert names.name == "dense-digits-lr=0.1-max_epochs=2-s7"
     assert names.variant == names.group == "dense-digits-lr=0.1-max_epochs=2"
+    compose("train", ["experiment=mnist_cnn", "model=dense", "seed=1"], tmp_path)
+    assert run_names({"seed": 1}).name == "mnist_cnn-model=dense-s1"
     assert all(map(is_bookkeeping, ["paths.log_dir", "logger", "+callbacks.x", "ckpt_path", "hydra.run.dir"]))
     assert not any(map(is_bookkeeping, ["trainer.max_epochs", "model.net.dropout", "debug"]))
 
 
 def test_sweep_is_named_grouped_and_compared(tmp_path: Path) -> None:
-    """The issue's 2 x 2 sweep on the default data: four W&B offline runs named from what varies,
-    in one group; compare.py gives mean ± std per model and a curves plot."""
+    """The issue's 2 x 2 sweep on the default data, with every logger (W&B offline, without an API
+    key) and checkpoints as W&B artifacts: four W&B runs named from what varies, in one group, with
+    their media, summaries and artifacts; compare.py gives mean ± std per model and a curves plot."""
     env = wandb_env(tmp_path)
     proc = run_cli(["train.py", "-m", "model=cnn,dense", "seed=1,2", "logger=many", "trainer.max_epochs=2",
-                    f"paths.log_dir={tmp_path}", *QUIET], env=env)
+                    "callbacks=[default,wandb_checkpoints]", f"paths.log_dir={tmp_path}", *QUIET], env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     jobs = run_dirs(tmp_path)
     sweep = jobs[0].parent
@@ -39,11 +42,17 @@ def test_sweep_is_named_grouped_and_compared(tmp_path: Path) -> None:
     assert [s["run/name"] for s in summaries] == ["cnn-digits-s1", "cnn-digits-s2", "dense-digits-s1", "dense-digits-s2"]
     assert {s["run/group"] for s in summaries} == {f"sweep-{sweep.name}"}
     for job, summary in zip(jobs, summaries):
-        ((_, records),) = offline_runs(job)
+        ((run_id, records),) = offline_runs(job)  # what `wandb sync` uploads
         assert f'"name":"{summary["run/name"]}"'.encode() in records and f"sweep-{sweep.name}".encode() in records
         assert summary["best/epoch"] in (0, 1) and 0 < summary["best/val/acc"] <= 1 and 0 < summary["test/acc"] <= 1
         assert summary["model/params/total"] > 0 and summary["time/train_s"] > 0 and len(summary["git/sha"]) == 40
         assert b"best/val/acc" in records and b"git/sha" in records  # the same fields in the W&B summary
+        # best and last checkpoints: two versions of one model artifact
+        assert records.count(f"model-{run_id}".encode()) >= 2 and b"best" in records and b"latest" in records
+        # the config is logged once as nested JSON ("model" -> {"net": {...}}), not as flattened keys
+        assert b'"net":{"_target_":"src.models.nets.' in records and b"model/net/_target_" not in records
+        assert list(job.glob("wandb/offline-run-*/files/media/images/test/confusion_matrix_*.png"))
+        assert list((job / "tensorboard").rglob("events.out.tfevents.*")) and list((job / "csv").rglob("metrics.csv"))
 
     proc = run_cli(["compare.py", str(sweep)])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -87,15 +96,6 @@ def test_killed_and_resumed_run_is_one_run(tmp_path: Path) -> None:
     assert list(curves["epoch"]) == [0, 1, 2]
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["run/name"] == first["run/name"] and resumed["time/train_s"] > first["time/train_s"]
-
-
-def test_checkpoints_as_wandb_artifacts(tmp_path: Path) -> None:
-    """callbacks=[default,wandb_checkpoints]: best and last checkpoints in one model artifact."""
-    proc = run_cli(["train.py", "logger=wandb", "callbacks=[default,wandb_checkpoints]", "trainer.max_epochs=2",
-                    f"paths.log_dir={tmp_path}", *QUIET], env=wandb_env(tmp_path))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    ((run_id, records),) = offline_runs(run_dirs(tmp_path)[0])
-    assert records.count(f"model-{run_id}".encode()) >= 2 and b"best" in records and b"latest" in records
 
 
 class RecordProgressBar(Callback):

@@ -15,6 +15,7 @@ import matplotlib
 import pandas as pd
 import yaml
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.utils.errors import UserError
 from src.utils.tracking import is_bookkeeping
@@ -42,7 +43,7 @@ class Run:
         """A config group's choice or a config value, as this run had it."""
         if key in self.choices:
             return self.choices[key]
-        return OmegaConf.select(OmegaConf.create(self.config), key, default=None, throw_on_missing=False)
+        return OmegaConf.select(OmegaConf.create(self.config), key, default=None, throw_on_resolution_failure=False)
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -72,8 +73,6 @@ def read_curves(run: Path) -> pd.DataFrame:
 
 
 def _tensorboard_curves(run: Path) -> pd.DataFrame:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     rows: dict[tuple[str, int], dict[str, float]] = {}
     for events in sorted({p.parent for p in (run / "tensorboard").rglob("events.out.tfevents.*")}):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})

@@ -28,7 +28,6 @@ from src.callbacks.run_metadata import KEY
 # Overrides that say where or how a run is logged, not what it trains: left out of its name.
 _BOOKKEEPING = ("paths", "hydra", "logger", "callbacks", "extras", "ckpt_path", "train", "test", "tags",
                 "task_name", "optimized_metric", "hparams_search", "trainer.enable_progress_bar")
-_NAMED_APART = ("model", "data", "seed", "experiment")
 
 
 def is_bookkeeping(key: str) -> bool:
@@ -39,8 +38,8 @@ def is_bookkeeping(key: str) -> bool:
 
 @dataclass(frozen=True)
 class RunNames:
-    """``name``: ``<model>-<data>[-<key>=<value>...]-s<seed>``, from the options chosen and the
-    overrides given. ``variant``: the name without its seed, so the seeds of one configuration
+    """``name``: ``<model>-<data>[-<key>=<value>...]-s<seed>`` (``<experiment>[-...]-s<seed>``
+    with ``experiment=``), from the options chosen and the overrides given. ``variant``: the name without its seed, so the seeds of one configuration
     share it. ``group``: one per sweep (``[<experiment>-]sweep-<sweep folder>``), else the variant."""
 
     name: str
@@ -48,11 +47,11 @@ class RunNames:
     group: str
 
 
-def _override_parts(overrides: Sequence[str]) -> list[str]:
+def _override_parts(overrides: Sequence[str], named_apart: Sequence[str]) -> list[str]:
     parts = []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in _NAMED_APART or is_bookkeeping(key):
+        if key in named_apart or is_bookkeeping(key):
             continue
         parts.append(f"{key.rsplit('.', 1)[-1]}={value}" if value else f"~{key}")
     return parts
@@ -76,9 +75,13 @@ def run_names(cfg: Mapping[str, Any]) -> RunNames:
     if multirun:  # a job is named by what varies between the sweep's jobs
         fixed = _fixed_in_sweep(Path(hydra.runtime.output_dir).parent)
         overrides = [o for o in overrides if o not in fixed]
-    model = choices.get("model") or str(cfg.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1]
-    data = choices.get("data") or "data"
-    variant = "-".join([model, data, *_override_parts(overrides)])
+    if choices.get("experiment"):  # the experiment names its model and data, unless overridden
+        base = [choices["experiment"]]
+    else:
+        base = [choices.get("model") or str(cfg.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1],
+                choices.get("data") or "data"]
+    named_apart = ("seed", "experiment") if choices.get("experiment") else ("seed", "model", "data")
+    variant = "-".join([*base, *_override_parts(overrides, named_apart)])
     seed = cfg.get("seed")
     name = variant if seed is None else f"{variant}-s{seed}"
     if multirun:
@@ -168,6 +171,7 @@ def run_summary(cfg: DictConfig, trainer: Trainer, model: LightningModule, metri
 @rank_zero_only
 def save_summary(summary: dict[str, Any], trainer: Trainer, output_dir: str | Path) -> None:
     """``summary.json`` in the run dir, and the same fields in every W&B run's summary."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     Path(output_dir, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
