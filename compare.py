@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"compare.py: {e}", file=sys.stderr)
         return 1
-    print(f"Written to {out}/: comparison.md, comparison.csv, curves.png")
+    print(f"Written to {out}/: comparison.md, comparison.csv, comparison_over_seeds.csv (when seeds vary), curves.png")
     return 0
 
 

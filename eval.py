@@ -15,6 +15,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, read_write
 
+from src.callbacks.run_metadata import KEY
 from src.utils.checkpoint import load_checkpoint, use_checkpoint_config
 from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.distributed import gather_rows
@@ -22,6 +23,7 @@ from src.utils.errors import CheckpointError
 from src.utils.instantiate import instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import extras, task_wrapper
+from src.utils.run_names import adopt_names
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -37,7 +39,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if ckpt is not None:
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         choices.update(use_checkpoint_config(cfg, ckpt, overrides, cfg.ckpt_path))
-        if HydraConfig.initialized():  # the run's names (${run:name}) read the checkpoint's choices
+        adopt_names(cfg, ckpt.get(KEY, {}).get("config", {}).get("run", {}))  # W&B: next to the training run
+        if HydraConfig.initialized():  # names of checkpoints without them: from the checkpoint's choices
             with read_write(HydraConfig.get()):
                 HydraConfig.get().runtime.choices.update({g: choices[g] for g in ("model", "data") if g in choices})
     check_compatibility(cfg, choices)

@@ -28,7 +28,7 @@ from src.utils.run import (
     quiet_non_zero_ranks,
     task_wrapper,
 )
-from src.utils.tracking import continue_loggers, run_summary, save_summary
+from src.utils.tracking import continue_run, save_summary
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ckpt = load_checkpoint(ckpt_path)
         check_checkpoint_matches(ckpt, choices, ckpt_path)
         if cfg.get("train"):
-            continue_loggers(cfg, ckpt, ckpt_path)
+            continue_run(cfg, ckpt, ckpt_path)
     quiet_non_zero_ranks()
     extras(cfg)
     if cfg.get("seed") is not None:
@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         log.info(f"Tested checkpoint: {test_ckpt}")
 
     metrics = {**train_metrics, **trainer.callback_metrics}
-    save_summary(run_summary(cfg, trainer, model, metrics, started), trainer, cfg.paths.output_dir)
+    save_summary(cfg, trainer, model, metrics, started)
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 

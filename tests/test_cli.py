@@ -155,3 +155,4 @@ def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
     assert [(r["model.net.dropout"], r["status"]) for r in rows] == [("5.0", "unfinished"), ("5.0", "unfinished"),
                                                                      ("0.1", "finished")]
     assert float(rows[2]["best val/acc"]) == pytest.approx(best["best_value"])
+    assert rows[2]["run"] == "cnn-digits-dropout=0.1-s12345"  # named by what the sweep varies

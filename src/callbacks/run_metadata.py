@@ -13,7 +13,7 @@ class RunMetadata(Callback):
     """``checkpoint["archlab"] = {"config": ..., "choices": ..., "loggers": ...}`` in plain Python
     types (loads with ``weights_only=True``), so ``eval.py`` can tell which ``model=``/``data=`` a
     checkpoint needs, a checkpoint stays self-describing outside its run folder, and a resumed
-    run continues its loggers' runs (W&B id, TensorBoard version: src/utils/tracking.py)."""
+    run continues its loggers' runs (names, W&B id, TensorBoard version: src/utils/tracking.py)."""
 
     def __init__(self, config: dict[str, Any], choices: dict[str, str]) -> None:
         self.config, self.choices = config, choices

@@ -11,9 +11,10 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 class WandbCheckpoints(Callback):
     """At the end of training, log the best checkpoint (alias ``best``) and the last one (alias
-    ``latest``) as versions of the artifact ``model-<run id>``. Lightning's own
-    ``WandbLogger(log_model=True)`` would tag archlab's ``last.ckpt`` as ``best`` too, since the
-    callback that writes it keeps one unmonitored checkpoint."""
+    ``last``) as versions of the artifact ``model-<run id>`` (W&B adds ``latest`` to the newest
+    version itself). Lightning's own ``WandbLogger(log_model=True)`` would tag archlab's
+    ``last.ckpt`` as ``best`` too, since the callback that writes it keeps one unmonitored
+    checkpoint."""
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -27,9 +28,9 @@ class WandbCheckpoints(Callback):
                 continue
             if callback.monitor is not None and callback.best_model_path:
                 aliases.setdefault(callback.best_model_path, []).append("best")
-            latest = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
-            if latest:
-                aliases.setdefault(latest, []).append("latest")
+            last = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
+            if last:
+                aliases.setdefault(last, []).append("last")
         for logger in loggers:
             for path, names in aliases.items():
                 artifact = wandb.Artifact(f"model-{logger.experiment.id}", type="model",

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils.errors import ConfigError
-from src.utils.tracking import run_dir_resolver, run_name_resolver
+from src.utils.run_names import output_subdir_resolver, run_dir_resolver, run_names_resolver
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -28,10 +28,11 @@ def register_resolvers() -> None:
     # ${optuna_direction:${model.watch.mode}}: the watched metric's mode in Optuna's words
     OmegaConf.register_new_resolver("optuna_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
-    # ${run:name}, ${run:variant}, ${run:group}: what W&B names and groups a run by
-    OmegaConf.register_new_resolver("run", run_name_resolver, replace=True)
-    # hydra.run.dir: a resumed run continues in its own folder
+    # ${run_names:name}, ${run_names:variant}, ${run_names:group}: what W&B names and groups a run by
+    OmegaConf.register_new_resolver("run_names", run_names_resolver, replace=True)
+    # hydra.run.dir and hydra.output_subdir: a resumed run continues in its own folder
     OmegaConf.register_new_resolver("run_dir", run_dir_resolver, replace=True)
+    OmegaConf.register_new_resolver("output_subdir", output_subdir_resolver, replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.utils.errors import UserError
-from src.utils.tracking import is_bookkeeping
+from src.utils.run_names import is_bookkeeping
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -52,10 +52,16 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise UserError(f"{path} does not exist; pass run folders or a sweep folder (logs/train/multiruns/<date>)")
-        found += [path] if (path / ".hydra").is_dir() else sorted(p.parent for p in path.rglob(".hydra") if p.is_dir())
+        found += [path] if (path / ".hydra").is_dir() else sorted((p.parent for p in path.rglob(".hydra") if p.is_dir()),
+                                                                  key=_natural)
     if not found:
         raise UserError(f"no runs under {', '.join(map(str, paths))}: a run folder holds .hydra/ (logs/train/runs/<date>)")
     return list(dict.fromkeys(found))
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key: job 2 before job 10."""
+    return [int(part) if part.isdigit() else part for part in path.parts]
 
 
 def read_curves(run: Path) -> pd.DataFrame:
@@ -119,15 +125,14 @@ def _best(run: Run) -> dict[str, Any]:
 def compare(runs: Sequence[Run]) -> tuple[pd.DataFrame, list[str]]:
     """One row per run: the settings that differ between runs (all of model, data, seed when
     nothing differs), the watched metric's best, the test metrics, size and time. Returns the
-    table and the names of its setting columns."""
+    table and the names of the settings that differ."""
     keys = ["model", "data", "seed", *dict.fromkeys(k for run in runs for k in run.overrides if k not in ("model", "data", "seed"))]
     values = {key: [run.value(key) for run in runs] for key in keys}
     varying = [key for key in keys if len({json.dumps(v, sort_keys=True, default=str) for v in values[key]}) > 1]
-    settings = varying or ["model", "data", "seed"]
     rows = []
     for i, run in enumerate(runs):
         row: dict[str, Any] = {"run": run.summary.get("run/name", run.path.name)}
-        row.update({key: values[key][i] for key in settings})
+        row.update({key: values[key][i] for key in varying or ["model", "data", "seed"]})
         row.update(_best(run))
         tests = {k: v for k, v in run.summary.items() if k.startswith("test/")}
         if not tests and not run.curves.empty:
@@ -138,16 +143,16 @@ def compare(runs: Sequence[Run]) -> tuple[pd.DataFrame, list[str]]:
         row["status"] = "finished" if run.summary else "unfinished"
         row["path"] = str(run.path)
         rows.append(row)
-    return pd.DataFrame(rows), settings
+    return pd.DataFrame(rows), varying
 
 
-def over_seeds(table: pd.DataFrame, settings: Sequence[str]) -> pd.DataFrame | None:
+def over_seeds(table: pd.DataFrame, varying: Sequence[str]) -> pd.DataFrame | None:
     """Mean ± std (and n) of every metric over the seeds of each configuration; None unless seeds
     vary and some configuration has more than one."""
-    if "seed" not in settings:
+    if "seed" not in varying:
         return None
-    by = [s for s in settings if s != "seed"]
-    metrics = [c for c in table.columns if c not in (*settings, "run", "status", "path") and pd.api.types.is_numeric_dtype(table[c])]
+    by = [s for s in varying if s != "seed"]
+    metrics = [c for c in table.columns if c not in (*varying, "run", "status", "path") and pd.api.types.is_numeric_dtype(table[c])]
     if not by:
         table = table.assign(configuration="all")
         by = ["configuration"]
@@ -175,10 +180,10 @@ def plot_curves(runs: Sequence[Run], labels: Sequence[str], out: Path) -> None:
             if run.watched[0] != metric or metric not in run.curves:
                 continue
             points = run.curves.dropna(subset=[metric])
-            x = points["epoch"] if "epoch" in points else points["step"]
-            ax.plot(x, points[metric], marker="o", markersize=3, label=label)
+            x = "epoch" if "epoch" in points else "step"
+            ax.plot(points[x], points[metric], marker="o", markersize=3, label=label)
+            ax.set_xlabel(x)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -203,11 +208,11 @@ def write_comparison(paths: Sequence[str | Path], out: Path) -> str:
     run), ``comparison_over_seeds.csv`` (when seeds vary) and ``curves.png`` into ``out``.
     Returns the markdown."""
     runs = [read_run(p) for p in find_runs(paths)]
-    table, settings = compare(runs)
+    table, varying = compare(runs)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     text = f"# {len(runs)} runs\n\n{_markdown(table.drop(columns=['path']))}\n"
-    seeds = over_seeds(table, settings)
+    seeds = over_seeds(table, varying)
     if seeds is not None:
         seeds.to_csv(out / "comparison_over_seeds.csv", index=False)
         text += f"\n## Mean ± std over seeds\n\n{_markdown(seeds)}\n"

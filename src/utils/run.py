@@ -3,7 +3,6 @@ hyper-parameter logging, and reading the optimized metric."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -21,10 +20,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.utils.config import print_config_tree
+from src.utils.config import print_config_tree, register_resolvers
 from src.utils.errors import ConfigError, UserError
 from src.utils.pylogger import RankedLogger
-from src.utils.tracking import run_names
 
 log = RankedLogger(__name__)
 
@@ -44,6 +42,7 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
     @functools.wraps(task_func)
     def wrap(cfg: DictConfig) -> Any:
         environ, argv = dict(os.environ), list(sys.argv)
+        register_resolvers()  # a launcher may run the job in a fresh process (submitit pickles it)
         try:
             return task_func(cfg)
         except (UserError, MisconfigurationException) as e:
@@ -131,12 +130,10 @@ def pin_ddp_relaunch_to_this_job() -> None:
 
 def log_hyperparameters(cfg: DictConfig, model: LightningModule, trainer: Trainer) -> None:
     """Send the resolved config to every logger once, as a nested dict (W&B keeps the nesting),
-    plus parameter counts and the run's names (group a sweep's dashboard by ``run.variant`` for
-    mean and spread over seeds)."""
+    plus parameter counts."""
     if not trainer.loggers:
         return
     hparams = OmegaConf.to_container(cfg, resolve=True)
-    hparams["run"] = dataclasses.asdict(run_names(cfg))
     hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
     hparams["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for logger in trainer.loggers:

@@ -1,0 +1,142 @@
+"""What a run is called and where it lives, decided from the config alone (light imports: Hydra and
+OmegaConf; compare.py reads runs with it): names a dashboard can group (what varies, not a random
+word) and the folder a resumed run continues in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+# Overrides that say where or how a run is logged, not what it trains: left out of its name.
+_BOOKKEEPING = ("paths", "hydra", "logger", "callbacks", "extras", "ckpt_path", "train", "test", "tags", "run",
+                "task_name", "optimized_metric", "hparams_search", "trainer.enable_progress_bar")
+#: the command line of a sweep, as typed (sweep syntax included), in the sweep folder
+SWEEP_OVERRIDES = "sweep_overrides.yaml"
+
+
+def is_bookkeeping(key: str) -> bool:
+    """Whether an override (``paths.log_dir``, ``logger=wandb``...) only says where or how to log."""
+    key = key.lstrip("+~")
+    return any(key == k or key.startswith(f"{k}.") or key.startswith(f"{k}/") for k in _BOOKKEEPING)
+
+
+@dataclass(frozen=True)
+class RunNames:
+    """``name``: ``<model>-<data>[-<key>=<value>...]-s<seed>`` (``<experiment>[-...]-s<seed>``
+    with ``experiment=``), from the options chosen and the overrides that change what is trained
+    (in a sweep, those that vary between its jobs). ``variant``: the name without its seed, so the
+    seeds of one configuration share it. ``group``: one per sweep
+    (``[<experiment>-]sweep-<sweep folder>``), else the variant."""
+
+    name: str
+    variant: str
+    group: str
+
+
+def _short(value: str) -> str:
+    """``0.0012345678`` -> ``0.001235``: sampled floats stay readable in a name."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if math.isfinite(number) and any(c in value for c in ".eE") else value
+
+
+def _override_parts(overrides: Sequence[str], named_apart: Sequence[str]) -> list[str]:
+    parts = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in named_apart or is_bookkeeping(key):
+            continue
+        parts.append(f"{key.rsplit('.', 1)[-1]}={_short(value)}" if value else f"~{key}")
+    return parts
+
+
+class RecordSweep(Callback):
+    """Hydra callback (``hydra.callbacks``): writes the sweep's command-line overrides, as typed,
+    into the sweep folder before any job runs, so each job can tell what varies between jobs
+    whatever the sweeper (Hydra's basic one, Optuna's, which writes no multirun.yaml)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(list(config.hydra.overrides.task)), sweep_dir / SWEEP_OVERRIDES)
+
+
+def _fixed_keys(sweep_dir: Path) -> set[str]:
+    """The keys a sweep gives every job alike (not ``a=1,2``, ``range()``, ``choice()``...)."""
+    try:
+        typed = list(OmegaConf.load(sweep_dir / SWEEP_OVERRIDES))
+    except OSError:
+        return set()
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(typed) if not o.is_sweep_override()}
+
+
+def run_names(cfg: Mapping[str, Any]) -> RunNames:
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    choices = dict(hydra.runtime.choices) if hydra else {}
+    overrides = list(hydra.overrides.task) if hydra else []
+    multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
+    if multirun:  # a job is named by what varies between the sweep's jobs
+        fixed = _fixed_keys(Path(hydra.sweep.dir))
+        overrides = [o for o in overrides if o.lstrip("+~").partition("=")[0] not in fixed]
+    if choices.get("experiment"):  # the experiment names its model and data, unless overridden
+        base = [choices["experiment"]]
+        named_apart = ("seed", "experiment")
+    else:
+        base = [choices.get("model") or str(cfg.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1],
+                choices.get("data") or "data"]
+        named_apart = ("seed", "model", "data")
+    variant = "-".join([*base, *_override_parts(overrides, named_apart)])
+    seed = cfg.get("seed")
+    name = variant if seed is None else f"{variant}-s{seed}"
+    if multirun:
+        sweep = Path(hydra.sweep.dir).name
+        group = f"{choices['experiment']}-sweep-{sweep}" if choices.get("experiment") else f"sweep-{sweep}"
+    else:
+        group = variant
+    return RunNames(name, variant, group)
+
+
+def run_names_resolver(field: str, _root_: DictConfig) -> str:
+    """``${run_names:name}``, ``${run_names:variant}``, ``${run_names:group}``: the ``run`` node
+    of train.yaml and eval.yaml."""
+    return getattr(run_names(_root_), field)
+
+
+def adopt_names(cfg: DictConfig, stored: Mapping[str, str]) -> None:
+    """Take a checkpoint's run names (its config's ``run`` node) where the command line did not
+    set them: a resumed run keeps its names, an evaluation is named after what it evaluates."""
+    for field, value in stored.items():
+        if field in cfg.run and OmegaConf.is_interpolation(cfg.run, field):
+            cfg.run[field] = value
+
+
+def resumed_run_dir(ckpt_path: str | None, training: bool) -> Path | None:
+    """The run folder a training run resumed from ``<run>/checkpoints/*.ckpt`` continues in."""
+    if ckpt_path and training:
+        ckpt = Path(ckpt_path).resolve()
+        if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / ".hydra").is_dir():
+            return ckpt.parent.parent
+    return None
+
+
+def run_dir_resolver(ckpt_path: str | None, training: bool, new_dir: str) -> str:
+    """``hydra.run.dir``: a resumed run continues in its own folder (its logs, metrics and
+    checkpoints stay one folder); anything else gets ``new_dir``."""
+    return str(resumed_run_dir(ckpt_path, training) or new_dir)
+
+
+def output_subdir_resolver(ckpt_path: str | None, training: bool, resume_subdir: str) -> str:
+    """``hydra.output_subdir``: a resumed run keeps the ``.hydra/`` it started with (what
+    compare.py reads) and records each resume's config in ``.hydra/<resume_subdir>``."""
+    return f".hydra/{resume_subdir}" if resumed_run_dir(ckpt_path, training) else ".hydra"
