@@ -42,7 +42,7 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
     @functools.wraps(task_func)
     def wrap(cfg: DictConfig) -> Any:
         environ, argv = dict(os.environ), list(sys.argv)
-        register_resolvers()  # a launcher may run the job in a fresh process (submitit pickles it)
+        register_resolvers()  # also in a job a launcher runs in another process (submitit, SLURM)
         try:
             return task_func(cfg)
         except (UserError, MisconfigurationException) as e:
