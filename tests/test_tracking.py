@@ -12,7 +12,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
-from src.utils.results import compare, read_run
+from src.utils.results import compare, find_runs, read_run
 from src.utils.run_names import is_bookkeeping, run_names
 from src.utils.tracking import continue_run
 from tests.conftest import QUIET, compose, offline_runs, run_cli, run_dirs, wandb_env
@@ -193,3 +193,9 @@ def test_continue_run_takes_names_and_logger_ids_from_the_checkpoint(in_place: b
     continued = (cfg.run.name, cfg.logger.wandb.id, cfg.logger.tensorboard.get("version"), (run / "summary.json").exists())
     assert continued == (("x-s1", "abc123", 0, False) if in_place else (run_names({"seed": 12345}).name, None, None, True))
     assert cfg.run.group == "mine"
+
+
+def test_compare_lists_sweep_jobs_in_their_order(tmp_path: Path) -> None:
+    for job in ("10", "2", "0", "notes"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+    assert [p.name for p in find_runs([tmp_path])] == ["notes", "0", "2", "10"]

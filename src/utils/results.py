@@ -59,9 +59,9 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _natural(path: Path) -> list[Any]:
-    """Sort key: job 2 before job 10."""
-    return [int(part) if part.isdigit() else part for part in path.parts]
+def _natural(path: Path) -> list[tuple[int, str]]:
+    """Sort key: job 2 before job 10 (folders named by numbers in their order, after the others)."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in path.parts]
 
 
 def read_curves(run: Path) -> pd.DataFrame:
