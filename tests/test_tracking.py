@@ -198,4 +198,5 @@ def test_continue_run_takes_names_and_logger_ids_from_the_checkpoint(in_place: b
 def test_compare_lists_sweep_jobs_in_their_order(tmp_path: Path) -> None:
     for job in ("10", "2", "0", "notes"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
     assert [p.name for p in find_runs([tmp_path])] == ["notes", "0", "2", "10"]

@@ -52,8 +52,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise UserError(f"{path} does not exist; pass run folders or a sweep folder (logs/train/multiruns/<date>)")
-        found += [path] if (path / ".hydra").is_dir() else sorted((p.parent for p in path.rglob(".hydra") if p.is_dir()),
-                                                                  key=_natural)
+        found += [path] if (path / ".hydra").is_dir() else sorted(
+            (p.parent.parent for p in path.rglob(".hydra/config.yaml")), key=_natural)
     if not found:
         raise UserError(f"no runs under {', '.join(map(str, paths))}: a run folder holds .hydra/ (logs/train/runs/<date>)")
     return list(dict.fromkeys(found))

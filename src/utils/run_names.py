@@ -136,7 +136,9 @@ def run_dir_resolver(ckpt_path: str | None, training: bool, new_dir: str) -> str
     return str(resumed_run_dir(ckpt_path, training) or new_dir)
 
 
-def output_subdir_resolver(ckpt_path: str | None, training: bool, resume_subdir: str) -> str:
-    """``hydra.output_subdir``: a resumed run keeps the ``.hydra/`` it started with (what
-    compare.py reads) and records each resume's config in ``.hydra/<resume_subdir>``."""
-    return f".hydra/{resume_subdir}" if resumed_run_dir(ckpt_path, training) else ".hydra"
+def output_subdir_resolver(ckpt_path: str | None, training: bool, output_dir: str, resume_subdir: str) -> str:
+    """``hydra.output_subdir``: a run resumed in its own folder keeps the ``.hydra/`` it started
+    with (what compare.py reads) and records each resume's config in ``.hydra/<resume_subdir>``;
+    every other run or sweep job writes ``.hydra/``."""
+    resumed = resumed_run_dir(ckpt_path, training)
+    return f".hydra/{resume_subdir}" if resumed and Path(output_dir).resolve() == resumed else ".hydra"
