@@ -13,7 +13,7 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
 from src.utils.results import compare, find_runs, read_run
-from src.utils.run_names import is_bookkeeping, run_names
+from src.utils.run_names import is_bookkeeping, output_subdir_resolver, run_dir_resolver, run_names
 from src.utils.tracking import continue_run
 from tests.conftest import QUIET, compose, offline_runs, run_cli, run_dirs, wandb_env
 from train import train
@@ -200,3 +200,13 @@ def test_compare_lists_sweep_jobs_in_their_order(tmp_path: Path) -> None:
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
     assert [p.name for p in find_runs([tmp_path])] == ["notes", "0", "2", "10"]
+
+
+def test_only_a_run_resumed_in_its_folder_keeps_its_hydra_record(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert run_dir_resolver(ckpt, True, "new") == str(run) and run_dir_resolver(ckpt, False, "new") == "new"
+    assert output_subdir_resolver(ckpt, True, str(run), "resume_1") == ".hydra/resume_1"
+    assert output_subdir_resolver(ckpt, True, str(tmp_path / "sweep" / "0"), "resume_1") == ".hydra"  # a sweep job
+    assert run_dir_resolver(str(tmp_path / "elsewhere" / "last.ckpt"), True, "new") == "new"
