@@ -14,11 +14,11 @@ from typing import Any
 import matplotlib
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.utils.errors import UserError
-from src.utils.run_names import is_bookkeeping
+from src.utils.run_names import trained_overrides
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 @dataclass
 class Run:
     path: Path
-    config: dict[str, Any]
+    config: DictConfig
     choices: dict[str, Any]
     overrides: dict[str, str]
     summary: dict[str, Any]
@@ -43,7 +43,7 @@ class Run:
         """A config group's choice or a config value, as this run had it."""
         if key in self.choices:
             return self.choices[key]
-        return OmegaConf.select(OmegaConf.create(self.config), key, default=None, throw_on_resolution_failure=False)
+        return OmegaConf.select(self.config, key, default=None, throw_on_resolution_failure=False)
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -91,15 +91,11 @@ def _tensorboard_curves(run: Path) -> pd.DataFrame:
 
 def read_run(path: Path) -> Run:
     hydra_dir = path / ".hydra"
-    config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+    config = OmegaConf.create(yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {})
     hydra_cfg = yaml.safe_load((hydra_dir / "hydra.yaml").read_text()) if (hydra_dir / "hydra.yaml").exists() else {}
     choices = {k: v for k, v in hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}).items()
                if v is not None and not k.startswith("hydra")}
-    overrides = {}
-    for item in yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []:
-        key, _, value = str(item).lstrip("+~").partition("=")
-        if not is_bookkeeping(key):
-            overrides[key] = value
+    overrides = dict(trained_overrides(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []))
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     return Run(path, config, choices, overrides, summary, read_curves(path))

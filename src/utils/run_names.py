@@ -51,14 +51,20 @@ def _short(value: str) -> str:
     return f"{number:.4g}" if math.isfinite(number) and any(c in value for c in ".eE") else value
 
 
-def _override_parts(overrides: Sequence[str], named_apart: Sequence[str]) -> list[str]:
-    parts = []
+def trained_overrides(overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """``(key, value)`` of each command-line override that changes what is trained (a deletion,
+    ``~key``, has the value ``""``); the bookkeeping ones are left out."""
+    items = []
     for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key in named_apart or is_bookkeeping(key):
-            continue
-        parts.append(f"{key.rsplit('.', 1)[-1]}={_short(value)}" if value else f"~{key}")
-    return parts
+        key, _, value = str(override).lstrip("+~").partition("=")
+        if not is_bookkeeping(key):
+            items.append((key, value))
+    return items
+
+
+def _name_parts(items: Sequence[tuple[str, str]], named_apart: Sequence[str]) -> list[str]:
+    return [f"{key.rsplit('.', 1)[-1]}={_short(value)}" if value else f"~{key}"
+            for key, value in items if key not in named_apart]
 
 
 class RecordSweep(Callback):
@@ -84,11 +90,11 @@ def _fixed_keys(sweep_dir: Path) -> set[str]:
 def run_names(cfg: Mapping[str, Any]) -> RunNames:
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     choices = dict(hydra.runtime.choices) if hydra else {}
-    overrides = list(hydra.overrides.task) if hydra else []
+    items = trained_overrides(hydra.overrides.task if hydra else [])
     multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
     if multirun:  # a job is named by what varies between the sweep's jobs
         fixed = _fixed_keys(Path(hydra.sweep.dir))
-        overrides = [o for o in overrides if o.lstrip("+~").partition("=")[0] not in fixed]
+        items = [(key, value) for key, value in items if key not in fixed]
     if choices.get("experiment"):  # the experiment names its model and data, unless overridden
         base = [choices["experiment"]]
         named_apart = ("seed", "experiment")
@@ -96,7 +102,7 @@ def run_names(cfg: Mapping[str, Any]) -> RunNames:
         base = [choices.get("model") or str(cfg.get("model", {}).get("_target_", "model")).rsplit(".", 1)[-1],
                 choices.get("data") or "data"]
         named_apart = ("seed", "model", "data")
-    variant = "-".join([*base, *_override_parts(overrides, named_apart)])
+    variant = "-".join([*base, *_name_parts(items, named_apart)])
     seed = cfg.get("seed")
     name = variant if seed is None else f"{variant}-s{seed}"
     if multirun:
