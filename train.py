@@ -57,13 +57,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = instantiate_component(cfg.model)
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks.append(RunMetadata(OmegaConf.to_container(cfg, resolve=True), choices))
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # what checkpoints store and loggers get
+    callbacks.append(RunMetadata(resolved, choices))
     loggers = instantiate_loggers(cfg.get("logger"))
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     pin_ddp_relaunch_to_this_job()
     trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    log_hyperparameters(cfg, model, trainer)
+    log_hyperparameters(resolved, model, trainer)
 
     if cfg.get("train"):
         log.info("Starting training")

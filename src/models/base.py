@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -30,19 +30,24 @@ def build_optimizers(
     optimizer: OptimizerFactory | None,
     scheduler: SchedulerFactory | None,
     interval: str = "epoch",
-    monitor: str = "val/loss",
+    monitor: str | None = "val/loss",
+    params: Iterable[nn.Parameter] | None = None,
+    suffix: str = "",
 ) -> Any:
-    """Call the ``_partial_`` optimizer (and scheduler) from the model config.
+    """Call the ``_partial_`` optimizer (and scheduler) from the model config, over ``params``
+    (the whole model by default). ``suffix`` names one of several optimizers: ``_g`` is
+    ``model.optimizer_g``, its learning rate logged as ``train/lr_g``.
 
     A scheduler whose signature takes ``total_steps`` (OneCycleLR) and does not set it gets the
     trainer's estimate, so one config serves any dataset size, batch size or device count.
     """
+    name = f"optimizer{suffix}"
     if optimizer is None:
-        raise ConfigError("the model config has no optimizer; set model.optimizer (a _partial_ torch.optim class)")
+        raise ConfigError(f"the model config has no {name}; set model.{name} (a _partial_ torch.optim class)")
     try:
-        opt = optimizer(params=module.trainer.model.parameters())
+        opt = optimizer(params=module.trainer.model.parameters() if params is None else params)
     except (ValueError, TypeError) as e:  # torch checks lr, betas, weight_decay... here
-        raise ConfigError(f"model.optimizer rejected its settings ({describe(e)}); fix model.optimizer.*") from e
+        raise ConfigError(f"model.{name} rejected its settings ({describe(e)}); fix model.{name}.*") from e
     if scheduler is None:
         return opt
     kwargs = {}
@@ -54,7 +59,10 @@ def build_optimizers(
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model.scheduler rejected its settings ({describe(e)}); fix model.scheduler.*") from e
     # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "monitor": monitor, "name": "train/lr"}}
+    config = {"scheduler": sched, "interval": interval, "name": f"train/lr{suffix}"}
+    if monitor is not None:
+        config["monitor"] = monitor
+    return {"optimizer": opt, "lr_scheduler": config}
 
 
 class TaskModule(LightningModule):
@@ -77,10 +85,6 @@ class TaskModule(LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.test_predictions: list[dict[str, Any]] | None = None
-
-    def _keep_test_predictions(self, rows: list[dict[str, Any]]) -> None:
-        if self.test_predictions is not None:
-            self.test_predictions += rows
 
     @property
     def needs_checkpoint(self) -> bool:

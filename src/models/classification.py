@@ -65,7 +65,8 @@ class ClassificationModule(LabelTaskModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
         self.confusion.update(logits.argmax(dim=1), batch[1])
-        self._keep_test_predictions(self._prediction_rows(batch[1], logits))
+        if self.test_predictions is not None:  # eval.py asked for them; train.py's test does not pay for them
+            self.test_predictions += self._prediction_rows(batch[1], logits)
         if batch_idx == 0:
             n = self.hparams.num_plot_images
             self.plot_batch = {"images": batch[0][:n].cpu(), "targets": batch[1][:n].cpu(), "preds": logits[:n].argmax(1).cpu()}

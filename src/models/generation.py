@@ -16,7 +16,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.utils import save_image
 
 from src.metrics.image_quality import DEFAULT_METRICS, ImageQualityMetrics
-from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule
+from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule, build_optimizers
 from src.models.ema import ema_average
 from src.models.nets.gan import GAN
 from src.utils.errors import ConfigError
@@ -283,18 +283,9 @@ class GenerationModule(TaskModule):
         return rows
 
     # -- optimizers -------------------------------------------------------------------------
-    def configure_optimizers(self) -> list[dict[str, Any]]:
+    def configure_optimizers(self) -> list[Any]:
         """Generator first, then discriminator: each optimizer (and scheduler, from the same
         ``_partial_``) over its own net. Both are checkpointed and restored on resume."""
-        configs = []
-        for name, net in (("g", self.net.generator), ("d", self.net.discriminator)):
-            factory = self.optimizer_factories[name]
-            if factory is None:
-                raise ConfigError(f"the model config has no optimizer_{name}; set model.optimizer_{name} "
-                                  "(a _partial_ torch.optim class)")
-            entry: dict[str, Any] = {"optimizer": factory(params=net.parameters())}
-            if self.scheduler_factory is not None:
-                entry["lr_scheduler"] = {"scheduler": self.scheduler_factory(optimizer=entry["optimizer"]),
-                                         "interval": self.hparams.scheduler_interval, "name": f"train/lr_{name}"}
-            configs.append(entry)
-        return configs
+        return [build_optimizers(self, self.optimizer_factories[name], self.scheduler_factory,
+                                 self.hparams.scheduler_interval, monitor=None, params=net.parameters(), suffix=f"_{name}")
+                for name, net in (("g", self.net.generator), ("d", self.net.discriminator))]

@@ -79,7 +79,8 @@ class VQAModule(LabelTaskModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
-        self._keep_test_predictions(self._prediction_rows(batch, logits))
+        if self.test_predictions is not None:  # eval.py asked for them; train.py's test does not pay for them
+            self.test_predictions += self._prediction_rows(batch, logits)
         preds = logits.argmax(dim=1)
         for q in (preds != batch["answer"]).nonzero().flatten().tolist():
             if len(self.errors) >= self.hparams.max_error_rows:

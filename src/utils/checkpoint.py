@@ -66,7 +66,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={path} does not exist; pass the .ckpt file of a run (its checkpoints/ folder)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors read when used
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"ckpt_path={path} is not a readable checkpoint ({describe(e, 160)}); "
                               "it may be truncated or not a Lightning .ckpt") from e
@@ -79,16 +79,19 @@ def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str]
     """train.py: fail when a checkpoint to resume or test was trained with other ``model=``/
     ``data=`` options than the ones composed now, naming the command that would work."""
     trained = ckpt.get(KEY, {}).get("choices", {})
-    fix = " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
     _refuse_other_choices(trained, {g: choices.get(g) for g in ("model", "data")}, path,
-                          f"python train.py ckpt_path={path} {fix}")
+                          f"python train.py ckpt_path={path} {_trained_with(trained)}")
+
+
+def _trained_with(trained: Mapping[str, str]) -> str:
+    return " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
 
 
 def _refuse_other_choices(trained: Mapping[str, str], chosen: Mapping[str, Any], path: str | Path, command: str) -> None:
     """One line when a ``model=``/``data=`` choice differs from the one the checkpoint records."""
     wrong = {g: v for g, v in chosen.items() if g in trained and trained[g] != v}
     if wrong:
-        fix = " ".join(f"{g}={trained[g]}" for g in ("model", "data") if g in trained)
+        fix = _trained_with(trained)
         now = " ".join(f"{g}={v}" for g, v in wrong.items())
         raise CheckpointError(f"{path} was trained with {fix}, not {now}; run: {command}")
 

@@ -3,6 +3,7 @@ each group, the model/data compatibility check, and the printed config tree."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,14 +72,10 @@ def group_options(group: str) -> list[str]:
 def option_tasks(group: str, key: str) -> dict[str, str | None]:
     """Each option of ``group`` (``model`` or ``data``) mapped to the task its composed config
     declares under ``key``: configs that inherit (``defaults: [dcgan]``) declare it once."""
-    if GlobalHydra.instance().is_initialized():
-        return {name: _task(hydra_compose(overrides=[f"+{group}={name}"]), group, key) for name in group_options(group)}
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return {name: _task(hydra_compose(overrides=[f"+{group}={name}"]), group, key) for name in group_options(group)}
-
-
-def _task(cfg: DictConfig, group: str, key: str) -> str | None:
-    return OmegaConf.select(cfg, f"{group}.{key}", default=None)
+    inside = GlobalHydra.instance().is_initialized()  # an entry point's search path, else configs/
+    with contextlib.nullcontext() if inside else initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return {name: OmegaConf.select(hydra_compose(overrides=[f"+{group}={name}"]), f"{group}.{key}", default=None)
+                for name in group_options(group)}
 
 
 def check_compatibility(cfg: DictConfig, choices: Mapping[str, str]) -> None:

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from src.utils.config import print_config_tree, register_resolvers
 from src.utils.errors import ConfigError, UserError
@@ -128,12 +128,12 @@ def pin_ddp_relaunch_to_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-def log_hyperparameters(cfg: DictConfig, model: LightningModule, trainer: Trainer) -> None:
+def log_hyperparameters(config: Mapping[str, Any], model: LightningModule, trainer: Trainer) -> None:
     """Send the resolved config to every logger once, as a nested dict (W&B keeps the nesting),
     plus parameter counts."""
     if not trainer.loggers:
         return
-    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams = dict(config)
     hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
     hparams["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for logger in trainer.loggers:

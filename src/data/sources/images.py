@@ -41,6 +41,7 @@ def read_digits(data_dir: str, train: bool, *, download: bool, split_seed: int, 
     return load_digits_split(test_fraction=0.2, seed=split_seed)[train]
 
 
+@functools.lru_cache(maxsize=2)  # prepare_data (download) and setup read the same split: decode it once
 def read_torchvision(dataset: type, folder: str, data_dir: str, train: bool, *, download: bool, split_seed: int,
                      source: str) -> Images:
     """A torchvision dataset. torchvision verifies the archives' MD5 and extracts them in place,
