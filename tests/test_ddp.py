@@ -62,13 +62,19 @@ def test_one_process_and_ddp_agree(task: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow  # two DDP runs in subprocesses
 def test_ddp_run_killed_and_resumed_is_one_wandb_run(tmp_path: Path) -> None:
-    """Under DDP only rank 0 logs: one W&B offline run per session, named as a single process
-    names it, and the resumed session continues the same run id in the same folder."""
+    """Under DDP only rank 0 logs: one W&B offline run per session, named as one process names the
+    same run (plus the trainer choice), and the resumed session continues the same run id in the
+    same folder."""
     env = wandb_env(tmp_path)
-    common = ["trainer=ddp_cpu", "logger=many", "trainer.max_epochs=2", "data.batch_size=64", *LIMITS]
+    common = ["logger=many", "trainer.max_epochs=2", "data.batch_size=64", *LIMITS]
+    one = run_ok("train.py", common, tmp_path / "one", env=env)
     stop = "+callbacks.stop={_target_: tests.conftest.StopAfterEpochs, epochs: 1}"
-    run = run_ok("train.py", [*common, stop], tmp_path, env=env)
-    assert run_ok("train.py", [*common, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path, env=env) == run
+    common = ["trainer=ddp_cpu", *common]
+    run = run_ok("train.py", [*common, stop], tmp_path / "ddp", env=env)
+    assert run_ok("train.py", [*common, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path / "ddp", env=env) == run
+    assert len(offline_runs(one)) == 1
+    one_name = json.loads((one / "summary.json").read_text())["run/name"]
+    assert one_name == "cnn-digits-max_epochs=2-batch_size=64-limit_val_batches=2-s12345"
     ids = [run_id for run_id, _ in offline_runs(run)]
     assert len(ids) == 2 and ids[0] == ids[1]
     summary = json.loads((run / "summary.json").read_text())
