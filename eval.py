@@ -12,18 +12,16 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig
 
-from src.callbacks.run_metadata import KEY
-from src.utils.checkpoint import load_checkpoint, use_checkpoint_config
+from src.utils.checkpoint import load_checkpoint
 from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.distributed import gather_rows
 from src.utils.errors import CheckpointError
 from src.utils.instantiate import instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import extras, task_wrapper
-from src.utils.run_names import adopt_names
+from src.utils.tracking import configure_from_checkpoint
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -34,15 +32,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rebuild the model and data a checkpoint was trained with (command-line overrides on top),
     load its weights (``weights_only=True``), run the test loop and write ``predictions.jsonl``.
     A net without weights (Lead-3) runs without ``ckpt_path``, on the composed config."""
-    choices = config_choices()
     ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    if ckpt is not None:
-        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-        choices.update(use_checkpoint_config(cfg, ckpt, overrides, cfg.ckpt_path))
-        adopt_names(cfg, ckpt.get(KEY, {}).get("config", {}).get("run", {}))  # W&B: next to the training run
-        if HydraConfig.initialized():  # names of checkpoints without them: from the checkpoint's choices
-            with read_write(HydraConfig.get()):
-                HydraConfig.get().runtime.choices.update({g: choices[g] for g in ("model", "data") if g in choices})
+    choices = configure_from_checkpoint(cfg, ckpt, cfg.ckpt_path) if ckpt is not None else config_choices()
     check_compatibility(cfg, choices)
     extras(cfg)
     if cfg.get("seed") is not None:

@@ -43,12 +43,12 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols}
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # a row may lack a column (a failed variant)
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
     print(" | ".join(c.ljust(widths[c]) for c in cols))
     print("-+-".join("-" * widths[c] for c in cols))
     for r in rows:
-        print(" | ".join(fmt(r[c]).ljust(widths[c]) for c in cols))
+        print(" | ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
 
 
 def fmt(v: Any) -> str:

@@ -17,6 +17,8 @@ AUGMENTATIONS: dict[str, Callable[[int], list[v2.Transform]]] = {
     "none": lambda size: [],
     "crop": lambda size: [v2.RandomCrop(size, padding=size // 8)],
     "crop_flip": lambda size: [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()],
+    # Hinton et al. 2015's MNIST teacher: the image shifted by up to 2 pixels each way (zero-padded)
+    "jitter": lambda size: [v2.RandomCrop(size, padding=2)],
 }
 
 

@@ -4,8 +4,8 @@
   (``_partial_`` configs, kept out of ``hparams`` so checkpoints load with ``weights_only=True``),
   channels-last and ``torch.compile`` of the net, and ``configure_optimizers``.
 - :class:`LabelTaskModule` (tasks that predict one label per example: image classes, VQA
-  answers): per-stage metric collections and mean losses, and the best validation accuracy so
-  far (``val/acc_best``).
+  answers): per-stage metric collections and mean losses, the best validation accuracy so far
+  (``val/acc_best``), and the training loss, distilled from a teacher when ``distill=kd``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
+from src.models.distillation import Distiller
 from src.utils.errors import ConfigError, describe
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -75,7 +77,7 @@ class TaskModule(LightningModule):
     are computed (summaries decoded) once, not again by a predict loop."""
 
     #: constructor arguments that are objects, not values: never saved in hparams
-    IGNORED = ["net", "optimizer", "scheduler"]
+    IGNORED = ["net", "optimizer", "scheduler", "distiller"]
     #: the field that orders prediction rows that are not one per loader item (see gather_rows)
     prediction_key: str | None = None
 
@@ -110,7 +112,43 @@ class TaskModule(LightningModule):
 
 
 class LabelTaskModule(TaskModule):
-    """Subclasses call :meth:`_stage_metrics` in ``__init__`` and give ``_step(batch, stage)``."""
+    """Subclasses call :meth:`_stage_metrics` and :meth:`_use_distiller` in ``__init__``, and give
+    ``_step(batch, stage)`` and ``_net_logits(net, inputs)``."""
+
+    distiller: Distiller | None = None
+
+    def _use_distiller(self, distiller: Distiller | None, task: str, num_classes: int) -> None:
+        """Hold the teacher outside the module's registered children (see Distiller), once it is
+        known to predict this module's labels."""
+        if distiller is not None and not isinstance(distiller, Distiller):  # settings left without distill=kd
+            raise ConfigError(f"model.distiller={distiller} is not a Distiller; distil with distill=kd, "
+                              "or train without a teacher with ~model.distiller")
+        if distiller is not None:
+            distiller.check_student(task, num_classes)
+        self.distiller = distiller
+
+    def _net_logits(self, net: nn.Module, inputs: Any) -> torch.Tensor:
+        """How this task calls a net on a batch's inputs: the student's forward and the teacher's
+        soft targets go through this one call, so they always see the same inputs."""
+        raise NotImplementedError
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self._net_logits(self.net, inputs)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, inputs: Any, stage: str) -> torch.Tensor:
+        """Cross-entropy with the labels (smoothed in training only); in training with a teacher,
+        mixed with the teacher's soft targets (``train/loss_hard`` and ``train/loss_kd`` logged)."""
+        hard = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        if stage != "train" or self.distiller is None:
+            return hard
+        with torch.no_grad():
+            teacher = self.distiller.teacher_on(next(self.net.parameters()))
+            teacher_logits = self._net_logits(teacher, inputs)
+        soft = self.distiller.soft_loss(logits, teacher_logits)
+        n = len(target)
+        self.log("train/loss_hard", hard, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/loss_kd", soft, on_step=False, on_epoch=True, batch_size=n)
+        return self.distiller.mix(hard, soft)
 
     def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
         """``{train,val,test}_metrics`` (names prefixed ``stage/``) and ``{train,val,test}_loss``."""

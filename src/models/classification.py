@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
+from src.models.distillation import Distiller
 from src.utils.plots import log_figure, prediction_grid_figure
 
 
@@ -22,7 +22,8 @@ class ClassificationModule(LabelTaskModule):
 
     Only plain values go into ``hparams``, so checkpoints load with ``torch.load(weights_only=True)``;
     ``load_from_checkpoint`` needs the net passed in, e.g.
-    ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``.
+    ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``. With ``distiller``
+    (``distill=kd``) training also matches a teacher's soft targets.
     """
 
     def __init__(
@@ -38,21 +39,27 @@ class ClassificationModule(LabelTaskModule):
         compile: bool = False,
         channels_last: bool = False,
         num_plot_images: int = 32,
+        distiller: Distiller | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
+        self._use_distiller(distiller, "classification", num_classes)
         self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),
                              "f1": MulticlassF1Score(num_classes, average="macro")})
         self.confusion = MulticlassConfusionMatrix(num_classes, normalize="true")  # rows: recall of each class
         self.plot_batch: dict[str, torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def _net_logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return net(x)
+
+    def net_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The net's positional inputs in a batch (what compress.py calibrates, exports and times)."""
+        return (batch[0],)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        loss = self._loss(logits, y, x, stage)
         preds = logits.argmax(dim=1)
         mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         # update(), not forward(): nothing is logged per step, so skip the per-batch compute.

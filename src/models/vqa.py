@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
+from src.models.distillation import Distiller
 from src.utils.distributed import gather_rows
 from src.utils.plots import log_figure, prediction_grid_figure
 
@@ -26,7 +26,8 @@ class VQAModule(LabelTaskModule):
     table, a JSONL file and a PNG grid in the run dir.
 
     As in :class:`~src.models.classification.ClassificationModule`, hparams hold plain values
-    only, so checkpoints load with ``weights_only=True``.
+    only, so checkpoints load with ``weights_only=True``, and ``distiller`` adds a teacher's soft
+    targets to training.
     """
 
     prediction_key = "question_index"  # rows are per question, a loader item is an image
@@ -45,22 +46,27 @@ class VQAModule(LabelTaskModule):
         channels_last: bool = False,
         num_plot_images: int = 32,
         max_error_rows: int = 500,
+        distiller: Distiller | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         n = len(answer_names)
+        self._use_distiller(distiller, "vqa", n)
         metrics = {"acc": MulticlassAccuracy(n, average="micro")}
         self._stage_metrics(metrics | {f"acc_{t}": MulticlassAccuracy(n, average="micro") for t in question_types})
         self.errors: list[dict[str, Any]] = []
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.net(batch["image"], batch["question"], batch["image_index"])
+    def _net_logits(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        return net(*self.net_inputs(batch))
+
+    def net_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The net's positional inputs in a batch (what compress.py calibrates, exports and times)."""
+        return batch["image"], batch["question"], batch["image_index"]
 
     def _step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch)
         target = batch["answer"]
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
+        loss = self._loss(logits, target, batch, stage)
         preds = logits.argmax(dim=1)
         metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
         metrics["acc"].update(preds, target)

@@ -114,7 +114,8 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
     - a ``model=`` or ``data=`` on the command line must name what the checkpoint was trained
       with (one line naming what differs);
     - ``model.*`` and ``data.*`` overrides on the command line apply on top;
-    - values under the training machine's ``paths.data_dir`` move under this one's.
+    - values under the training machine's ``paths.data_dir`` move under this one's;
+    - a distilled student's ``model.distiller`` is dropped (its teacher file is not needed).
 
     Returns the checkpoint's config choices. A checkpoint without archlab's record (not written by
     archlab) leaves ``cfg`` as composed."""
@@ -126,7 +127,8 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
     chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in ("model", "data")}
     _refuse_other_choices(trained, chosen, path, f"python eval.py ckpt_path={path} (the checkpoint knows its model and data)")
     with open_dict(cfg):
-        cfg.model = OmegaConf.create(stored["model"])
+        # a distilled student's teacher only shaped its training: evaluation neither needs nor loads it
+        cfg.model = OmegaConf.create({k: v for k, v in stored["model"].items() if k != "distiller"})
         cfg.data = OmegaConf.create(_rebase(stored["data"], stored.get("paths", {}).get("data_dir", ""),
                                             str(cfg.paths.data_dir)))
         for o in parsed:

@@ -13,14 +13,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, open_dict, read_write
 
 from src.callbacks.run_metadata import KEY
+from src.utils.checkpoint import use_checkpoint_config
+from src.utils.config import config_choices
 from src.utils.run_names import adopt_names, resumed_run_dir
+
+
+def configure_from_checkpoint(cfg: DictConfig, ckpt: Mapping[str, Any], ckpt_path: str) -> dict[str, str]:
+    """eval.py and compress.py: the model and data the checkpoint was trained with (command-line
+    ``model.*``/``data.*`` on top), and the run named after the training run it starts from.
+    Returns the config choices, the checkpoint's ``model``/``data`` among them."""
+    choices = config_choices()
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    choices.update(use_checkpoint_config(cfg, ckpt, overrides, ckpt_path))
+    adopt_names(cfg, ckpt.get(KEY, {}).get("config", {}).get("run", {}))  # W&B: next to the training run
+    if HydraConfig.initialized():  # names of checkpoints without them: from the checkpoint's choices
+        with read_write(HydraConfig.get()):
+            HydraConfig.get().runtime.choices.update({g: choices[g] for g in ("model", "data") if g in choices})
+    return choices
 
 
 def continue_run(cfg: DictConfig, ckpt: Mapping[str, Any], ckpt_path: str) -> None:

@@ -1,0 +1,135 @@
+"""Compress a trained checkpoint and measure it before and after:
+``python compress.py ckpt_path=<run>/checkpoints/<file>.ckpt compression=int8_static``.
+
+The checkpoint carries its model and data. The run dir gets the compressed artifact,
+``compression.md`` and ``compression.json``: size (MB, gzip MB), non-zero parameters, CPU
+latency per batch size and thread count, the test metrics, and the largest difference from the
+fp32 net's outputs.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra
+import lightning as L
+import torch
+from lightning import Callback, Trainer
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from src.callbacks.run_metadata import RunMetadata
+from src.compression.measure import latency_ms, nonzero_params, size_mb
+from src.compression.recipes import Job, Recipe
+from src.utils.checkpoint import load_checkpoint
+from src.utils.config import check_compatibility, register_resolvers
+from src.utils.errors import CheckpointError, ConfigError
+from src.utils.instantiate import instantiate_component, instantiate_loggers
+from src.utils.pylogger import RankedLogger
+from src.utils.run import extras, task_wrapper
+from src.utils.tracking import configure_from_checkpoint
+
+register_resolvers()
+log = RankedLogger(__name__)
+
+
+def _examples(job_module: Any, datamodule: Any, n: int) -> tuple[Any, ...]:
+    """The net's inputs for the first ``n`` test examples, collated as the test loader does."""
+    collate = datamodule.test_dataloader().collate_fn
+    batch = next(iter(DataLoader(datamodule.data_test, batch_size=n, shuffle=False, collate_fn=collate)))
+    return tuple(job_module.net_inputs(batch))
+
+
+def _measure(cfg: DictConfig, job: Job, name: str, net: nn.Module, artifact: Path,
+             reference: torch.Tensor | None) -> tuple[dict[str, Any], torch.Tensor]:
+    """One row of the table: test metrics through the task module's test loop, then size, sparsity
+    and latency of ``net`` alone."""
+    module = job.module
+    original, module.net = module.net, net
+    trainer = instantiate_component(cfg.trainer, logger=False, callbacks=[], default_root_dir=str(job.out_dir / name),
+                                    enable_checkpointing=False)
+    metrics = trainer.test(module, datamodule=job.datamodule, verbose=False)[0]
+    module.net = original
+    mb, gz = size_mb(artifact)
+    row: dict[str, Any] = {"variant": name, "size_mb": round(mb, 4), "gzip_mb": round(gz, 4),
+                           "nonzero_params": nonzero_params(net)}
+    outputs = None
+    for batch_size in cfg.latency.batch_sizes:
+        inputs = job.examples(batch_size)
+        for threads in cfg.latency.threads:
+            n = threads or torch.get_num_threads()
+            row[f"ms_b{batch_size}_t{n}"] = round(latency_ms(net.eval(), inputs, n, cfg.latency.repeats), 3)
+        with torch.inference_mode():
+            outputs = net(*inputs).float()
+    row.update({k: round(float(v), 5) for k, v in metrics.items()})
+    row["max_abs_diff"] = None if reference is None else float((outputs - reference).abs().max())
+    return row, outputs
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join("" if row.get(k) is None else f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])
+                                for k in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@task_wrapper
+def compress(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load the checkpoint (``weights_only=True``), test it, apply ``cfg.compression``, test the
+    result, and write the artifact and the before/after table to the run dir."""
+    if not cfg.get("ckpt_path"):
+        raise CheckpointError("compress.py needs ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    choices = configure_from_checkpoint(cfg, ckpt, cfg.ckpt_path)
+    check_compatibility(cfg, choices)
+    recipe: Recipe = instantiate_component(cfg.compression)
+    if cfg.model.get("task") not in recipe.tasks:
+        raise ConfigError(f"compression={choices.get('compression', recipe.name)} works on {', '.join(recipe.tasks)} "
+                          f"checkpoints; {cfg.ckpt_path} is a {cfg.model.get('task')} checkpoint")
+    extras(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    module = instantiate_component(cfg.model)
+    module.load_state_dict(ckpt["state_dict"])
+    datamodule = instantiate_component(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    out = Path(cfg.paths.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    def finetune(epochs: int, callbacks: list[Callback]) -> Trainer:
+        trainer = instantiate_component(cfg.trainer, max_epochs=epochs, enable_checkpointing=False,
+                                        callbacks=[*callbacks, RunMetadata(resolved, choices)],
+                                        logger=instantiate_loggers(cfg.get("logger")) or False)
+        trainer.fit(module, datamodule=datamodule)
+        return trainer
+
+    job = Job(module, datamodule, finetune, lambda n: _examples(module, datamodule, n), out)
+    fp32 = out / "fp32.pt"
+    torch.save(module.net.state_dict(), fp32)
+    before, reference = _measure(cfg, job, "fp32", module.net, fp32, None)
+    log.info(f"Applying compression={choices.get('compression')} ({type(recipe).__name__})")
+    net = recipe.apply(job)
+    after, _ = _measure(cfg, job, recipe.name, net, recipe.save(net, job), reference)
+    fp32.unlink()  # the checkpoint holds these weights already; its size is in the table
+    rows = [before, after]
+    (out / "compression.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = _markdown(rows)
+    (out / "compression.md").write_text(table)
+    log.info("Compression table (also in compression.md):\n" + table)
+    return {"rows": rows}, {"cfg": cfg, "module": module, "net": net, "datamodule": datamodule}
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="compress.yaml")
+def main(cfg: DictConfig) -> None:
+    compress(cfg)
+
+
+if __name__ == "__main__":
+    main()

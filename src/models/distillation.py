@@ -1,0 +1,106 @@
+"""Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"):
+a student matches a trained teacher's softened class probabilities as well as the labels.
+
+``python train.py model=dense distill=kd model.distiller.teacher_ckpt=<run>/checkpoints/<file>.ckpt``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from src.callbacks.run_metadata import KEY
+from src.utils.checkpoint import load_checkpoint
+from src.utils.errors import CheckpointError, ConfigError, describe
+from src.utils.instantiate import instantiate_component
+
+#: the tasks whose models predict one label per example: what a teacher's soft targets are over
+LABEL_TASKS = ("classification", "vqa")
+
+
+def num_outputs(model_cfg: Mapping[str, Any]) -> int | None:
+    """The classes a label task's model config predicts: image classes or VQA answers."""
+    if model_cfg.get("num_classes") is not None:
+        return int(model_cfg["num_classes"])
+    return len(model_cfg["answer_names"]) if model_cfg.get("answer_names") else None
+
+
+class Distiller:
+    """The frozen teacher of an archlab checkpoint and the distillation loss.
+
+    A plain object, not an ``nn.Module``, on purpose: the LightningModule that holds it does not
+    register the teacher, so it is in no optimizer, no ``state_dict`` (checkpoints stay the
+    student's) and no ``model.train()`` (it stays in eval mode: no dropout, BatchNorm frozen).
+    """
+
+    def __init__(self, teacher_ckpt: str | None, temperature: float = 4.0, alpha: float = 0.9,
+                 dataset: str | None = None) -> None:
+        if not teacher_ckpt:
+            raise ConfigError("distill=kd needs a trained teacher: set "
+                              "model.distiller.teacher_ckpt=<run>/checkpoints/<file>.ckpt")
+        if not temperature > 0:
+            raise ConfigError(f"model.distiller.temperature={temperature} must be > 0")
+        if not 0 <= alpha <= 1:
+            raise ConfigError(f"model.distiller.alpha={alpha} must be in [0, 1] (the weight of the soft targets)")
+        self.path, self.temperature, self.alpha = str(teacher_ckpt), float(temperature), float(alpha)
+        ckpt = load_checkpoint(teacher_ckpt)
+        meta = ckpt.get(KEY)
+        if not meta:
+            raise CheckpointError(f"model.distiller.teacher_ckpt={teacher_ckpt} has no archlab record (not written by "
+                                  "train.py), so its net cannot be rebuilt; train the teacher with train.py")
+        self.config, choices = meta["config"], meta.get("choices", {})
+        self.name = f"model={choices.get('model') or self.config['model'].get('_target_', '?').rsplit('.', 1)[-1]}"
+        if self.config["model"].get("task") not in LABEL_TASKS:
+            raise ConfigError(f"the teacher {teacher_ckpt} ({self.name}) is a '{self.config['model'].get('task')}' model; "
+                              f"distillation needs a teacher that predicts labels ({' or '.join(LABEL_TASKS)})")
+        taught = self.config.get("data", {}).get("dataset")
+        if dataset and taught and taught != dataset:
+            raise ConfigError(f"the teacher {teacher_ckpt} was trained on {taught}, the student trains on {dataset}; "
+                              "distil from a teacher of the same data")
+        self.teacher: nn.Module = instantiate_component(OmegaConf.create(self.config["model"]["net"]))
+        weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        try:
+            self.teacher.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"model.distiller.teacher_ckpt={teacher_ckpt}: its weights do not fit the net its "
+                                  f"config describes ({describe(e, 160)})") from e
+        self.teacher.eval().requires_grad_(False)
+
+    def check_student(self, task: str, classes: int) -> None:
+        """The teacher must predict the student's labels: same task, same number of classes."""
+        model = self.config["model"]
+        if model.get("task") != task:
+            raise ConfigError(f"the teacher {self.path} ({self.name}) is a '{model.get('task')}' model, the student a "
+                              f"'{task}' one; distil from a teacher of the student's task")
+        if num_outputs(model) != classes:
+            raise ConfigError(f"the teacher {self.path} ({self.name}) predicts {num_outputs(model)} classes, the student "
+                              f"{classes}; distil from a teacher of the same labels")
+
+    def teacher_on(self, like: torch.Tensor) -> nn.Module:
+        """The teacher, moved to ``like``'s device and dtype first when they differ: it is not
+        registered, so Lightning does not move it with the student (lazily, once)."""
+        p = next(self.teacher.parameters(), None)
+        if p is not None and (p.device != like.device or p.dtype != like.dtype):
+            self.teacher.to(device=like.device, dtype=like.dtype)
+        return self.teacher
+
+    def soft_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over examples. T² keeps the
+        soft targets' gradients on the scale of the hard ones whatever T (Hinton et al., sec. 2)."""
+        t = self.temperature
+        log_student = F.log_softmax(student_logits.float() / t, dim=-1)
+        log_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
+        return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * t * t
+
+    def mix(self, hard_loss: torch.Tensor, soft_loss: torch.Tensor) -> torch.Tensor:
+        """alpha · (soft-target loss) + (1 - alpha) · (the labels' cross-entropy, ``hard_loss``)."""
+        return self.alpha * soft_loss + (1 - self.alpha) * hard_loss
+
+    def __repr__(self) -> str:
+        return f"Distiller(teacher_ckpt={Path(self.path).name}, temperature={self.temperature}, alpha={self.alpha})"
