@@ -4,6 +4,7 @@ tested against the fp32 net they came from."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import lightning as L
 import pytest
 import torch
 
-from compress import compress
+from compress import compress, scale_learning_rates
 from src.callbacks.pruning import MagnitudePruning
 from src.compression.structured import load_resized
 from src.models.nets.cnn import SimpleCNN
 from src.utils.config import compose
+from src.utils.errors import ConfigError
 from src.utils.instantiate import instantiate_component
 from tests.conftest import FAST, QUIET, final_weights, full_interrupted_resumed, run_cli, run_dirs, run_ok
 from train import train
@@ -175,3 +177,15 @@ def test_compress_without_a_recipe_names_the_options(digits_ckpt: Path, tmp_path
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out and "compression" in out and "int8_static" in out, out[-2000:]
     assert not run_dirs(tmp_path)
+
+
+def test_finetuning_scales_the_trained_learning_rates() -> None:
+    """The optimizer's lr and the one-cycle peak are scaled; other settings are kept."""
+    module = type("M", (), {})()
+    module.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.2, momentum=0.9)
+    module.scheduler_factory = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.2, pct_start=0.2)
+    scale_learning_rates(module, 0.1)
+    assert module.optimizer_factory.keywords == {"lr": pytest.approx(0.02), "momentum": 0.9}
+    assert module.scheduler_factory.keywords == {"max_lr": pytest.approx(0.02), "pct_start": 0.2}
+    with pytest.raises(ConfigError, match="finetune.lr_scale=0 must be > 0"):
+        scale_learning_rates(module, 0)
