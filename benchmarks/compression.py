@@ -29,12 +29,13 @@ from common import ROOT, data_dir, emit, last_value, print_table, train_run
 
 MODELS = {
     # name: (train overrides, recipes (name, compress overrides), fine-tuning epochs)
+    # fine-tuned at the trained rate (AdamW 3e-3 recovers; at lr_scale=0.1, 90 % sparsity cost 0.18 point)
     "mnist_cnn": (["experiment=mnist_cnn"],
-                  [("pruned_50", ["compression=prune", "compression.sparsity=0.5"]),
-                   ("pruned_80", ["compression=prune", "compression.sparsity=0.8"]),
-                   ("pruned_90", ["compression=prune", "compression.sparsity=0.9"]),
-                   ("pruned_95", ["compression=prune", "compression.sparsity=0.95"]),
-                   ("structured_50", ["compression=structured"]),
+                  [("pruned_50", ["compression=prune", "compression.sparsity=0.5", "finetune.lr_scale=1.0"]),
+                   ("pruned_80", ["compression=prune", "compression.sparsity=0.8", "finetune.lr_scale=1.0"]),
+                   ("pruned_90", ["compression=prune", "compression.sparsity=0.9", "finetune.lr_scale=1.0"]),
+                   ("pruned_95", ["compression=prune", "compression.sparsity=0.95", "finetune.lr_scale=1.0"]),
+                   ("structured_50", ["compression=structured", "finetune.lr_scale=1.0"]),
                    ("int8_dynamic", ["compression=int8_dynamic"]),
                    ("int8_static", ["compression=int8_static"]),
                    ("onnx", ["compression=onnx"])], 2),

@@ -67,7 +67,7 @@ def test_validation_split_must_leave_training_images() -> None:
 def test_unknown_dataset_and_augment() -> None:
     with pytest.raises(DataError, match="unknown dataset 'svhn'.*src/data/sources/images.py"):
         ClassificationDataModule("svhn", DIGITS)
-    with pytest.raises(ConfigError, match="data.augment='mixup' is not one of crop, crop_flip, none"):
+    with pytest.raises(ConfigError, match="data.augment='mixup' is not one of crop, crop_flip, jitter, none"):
         ClassificationDataModule("digits", DIGITS, augment="mixup")
 
 
