@@ -38,11 +38,11 @@ register_resolvers()
 log = RankedLogger(__name__)
 
 
-def _examples(job_module: Any, datamodule: Any, n: int) -> tuple[Any, ...]:
+def _examples(module: Any, datamodule: Any, n: int) -> tuple[Any, ...]:
     """The net's inputs for the first ``n`` test examples, collated as the test loader does."""
     collate = datamodule.test_dataloader().collate_fn
     batch = next(iter(DataLoader(datamodule.data_test, batch_size=n, shuffle=False, collate_fn=collate)))
-    return tuple(job_module.net_inputs(batch))
+    return tuple(module.net_inputs(batch))
 
 
 def _measure(cfg: DictConfig, job: Job, name: str, net: nn.Module, artifact: Path,
@@ -58,15 +58,14 @@ def _measure(cfg: DictConfig, job: Job, name: str, net: nn.Module, artifact: Pat
     mb, gz = size_mb(artifact)
     row: dict[str, Any] = {"variant": name, "size_mb": round(mb, 4), "gzip_mb": round(gz, 4),
                            "nonzero_params": nonzero_params(net)}
-    outputs = None
     for batch_size in cfg.latency.batch_sizes:
         inputs = job.examples(batch_size)
         for threads in cfg.latency.threads:
             n = threads or torch.get_num_threads()
             row[f"ms_b{batch_size}_t{n}"] = round(latency_ms(net.eval(), inputs, n, cfg.latency.repeats), 3)
-        with torch.inference_mode():
-            outputs = net(*inputs).float()
     row.update({k: round(float(v), 5) for k, v in metrics.items()})
+    with torch.inference_mode():  # the last probe batch, compared with the fp32 net on the same one
+        outputs = net(*inputs).float()
     row["max_abs_diff"] = None if reference is None else float((outputs - reference).abs().max())
     return row, outputs
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -80,13 +80,3 @@ def _replace(net: nn.Module, name: str, module: nn.Module) -> nn.Module:
         return module
     net.set_submodule(name, module)
     return net
-
-
-def calibration_batches(batches: Iterable[Any], to_inputs: Callable[[Any], Sequence[Any]], n: int) -> list[Sequence[Any]]:
-    """The net's inputs of the first ``n`` batches of a (training) loader."""
-    out = []
-    for batch in batches:
-        if len(out) == n:
-            break
-        out.append(to_inputs(batch))
-    return out

@@ -5,6 +5,7 @@ task module's test loop measures every variant the same way."""
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch import nn
 
 from src.callbacks.pruning import MagnitudePruning, prune_once
 from src.compression.export import OnnxNet, export
-from src.compression.quantization import calibration_batches, dynamic_int8, static_int8
+from src.compression.quantization import dynamic_int8, static_int8
 from src.compression.structured import prune_channels
 from src.models.base import TaskModule
 from src.utils.errors import ConfigError
@@ -139,7 +140,7 @@ class StaticInt8(Recipe):
                 raise ConfigError(f"compression.submodule={self.submodule} is not in {type(net).__name__} "
                                   f"(its parts: {names})") from e
         job.datamodule.setup("fit")
-        batches = calibration_batches(job.datamodule.train_dataloader(), job.module.net_inputs, self.batches)
+        batches = [job.module.net_inputs(b) for b in itertools.islice(job.datamodule.train_dataloader(), self.batches)]
         return static_int8(net, batches, self.submodule, self.backend)
 
 
