@@ -47,6 +47,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"model={choices.get('model', cfg.model._target_)} needs trained weights: "
                               "pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     datamodule = instantiate_component(cfg.data)
+    if ckpt is not None and hasattr(datamodule, "adopt_checkpoint"):  # e.g. the tokenizer the net was trained with
+        datamodule.adopt_checkpoint(ckpt)
     trainer = instantiate_component(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
 
     log.info(f"Testing {cfg.ckpt_path or cfg.model._target_}")

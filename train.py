@@ -1,7 +1,12 @@
 """Train, validate and test one configuration: ``python train.py model=cnn data=mnist``.
 
-seed -> compatibility check -> datamodule -> module -> callbacks -> loggers -> trainer -> fit ->
-test on the best checkpoint -> return ``optimized_metric`` (for sweepers).
+seed -> compatibility check -> datamodule -> module (``init=checkpoint``: starting weights) ->
+callbacks -> loggers -> trainer -> fit -> test on the best checkpoint -> return ``optimized_metric``
+(for sweepers).
+
+Three ways to start from a checkpoint, kept apart: ``ckpt_path`` resumes a run (weights, optimizer,
+schedule, loops, logger run), ``init=checkpoint init.path=...`` starts a new run from another run's
+weights (fine-tuning), and eval.py evaluates one.
 """
 
 import os
@@ -16,6 +21,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.run_metadata import RunMetadata
+from src.models.pretrained import init_from_checkpoint
 from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
 from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.instantiate import instantiate_callbacks, instantiate_component, instantiate_loggers
@@ -40,7 +46,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     choices = config_choices()
     check_compatibility(cfg, choices)
     started = time.monotonic()
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path, ckpt = cfg.get("ckpt_path"), None
     if ckpt_path:  # a missing, corrupt or mismatched checkpoint stops here, in one line
         ckpt = load_checkpoint(ckpt_path)
         check_checkpoint_matches(ckpt, choices, ckpt_path)
@@ -55,6 +61,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = instantiate_component(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model = instantiate_component(cfg.model)
+    init = cfg.get("init")
+    if init and ckpt_path and cfg.get("train"):
+        log.info("init ignored: resuming from ckpt_path restores every weight")
+    elif init:
+        report, init_ckpt = init_from_checkpoint(model.net, init.path, init.get("prefix_map"), init.get("exclude") or ())
+        report.save(cfg.paths.output_dir)
+        ckpt = ckpt or init_ckpt
+    if ckpt is not None and hasattr(datamodule, "adopt_checkpoint"):  # e.g. the tokenizer the weights were trained with
+        datamodule.adopt_checkpoint(ckpt)
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     resolved = OmegaConf.to_container(cfg, resolve=True)  # what checkpoints store and loggers get

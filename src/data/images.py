@@ -28,6 +28,23 @@ def train_val_indices(n: int, val_size: int | float, seed: int) -> tuple[list[in
     return list(train_idx.indices), list(val_idx.indices)
 
 
+def label_subset(indices: Sequence[int], targets: torch.Tensor, fraction: float, seed: int) -> list[int]:
+    """A seeded, class-balanced ``fraction`` of ``indices``: the same share of every class (at
+    least one image each), so a 1 % run still sees all classes in their training proportions.
+    Seeded independently of the training seed: scratch and pre-trained runs get the same labels."""
+    if fraction == 1:
+        return list(indices)
+    index = torch.as_tensor(list(indices))
+    labels = targets[index]
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for c in labels.unique().tolist():
+        members = index[labels == c]
+        n = max(1, round(fraction * len(members)))
+        kept.append(members[torch.randperm(len(members), generator=generator)[:n]])
+    return sorted(torch.cat(kept).tolist())
+
+
 class TensorImageDataset(Dataset):
     """uint8 images ``(N, C, H, W)`` held in memory; ``transform`` (augmentation) runs per item."""
 
@@ -59,6 +76,8 @@ class ImageDataModule(LightningDataModule):
     """``(image, label)`` batches of one dataset of :data:`~src.data.sources.images.IMAGE_SOURCES`.
 
     - ``batch_size`` is global: each device gets ``batch_size // world_size``.
+    - ``label_fraction``: the share of the training images kept (class-balanced, seeded by
+      ``split_seed``; see :func:`label_subset`): few-label fine-tuning. Validation and test are whole.
     - validation: ``val_size`` images (a float: a fraction) of the training split, drawn with
       ``split_seed``, independent of the training seed, so every run sees the same validation set;
       never augmented (``augment`` applies to the training images only).
@@ -78,6 +97,7 @@ class ImageDataModule(LightningDataModule):
         batch_size: int = 64,
         val_size: int | float = 0.1,
         split_seed: int = 42,
+        label_fraction: float = 1.0,
         augment: str = "none",
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -90,6 +110,8 @@ class ImageDataModule(LightningDataModule):
         self.source = image_source(dataset)
         self.provides = dict(provides)
         check_augment(augment)
+        if not 0 < label_fraction <= 1:
+            raise ConfigError(f"data.label_fraction={label_fraction} must be in (0, 1]: the share of training labels kept")
         self.batch_size_per_device = batch_size
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
@@ -117,9 +139,11 @@ class ImageDataModule(LightningDataModule):
     def _build(self) -> None:
         images, targets = self._load(train=True)
         self._check_provides(images, targets)
-        train_idx, val_idx = train_val_indices(len(targets), self.hparams.val_size, self.hparams.split_seed)
+        hp = self.hparams
+        train_idx, val_idx = train_val_indices(len(targets), hp.val_size, hp.split_seed)
+        train_idx = label_subset(train_idx, targets, hp.label_fraction, hp.split_seed)
         # augmentation acts on the stored images, before any resize to provides.image_shape
-        augment = augmentation(self.hparams.augment, images.shape[-1])
+        augment = augmentation(hp.augment, images.shape[-1])
         # two views of the same training split: the validation images are never augmented
         self.data_train = Subset(TensorImageDataset(images, targets, augment), train_idx)
         self.data_val = Subset(TensorImageDataset(images, targets), val_idx)

@@ -2,7 +2,8 @@
 
 - :class:`TaskModule` (every task): the injected net, the optimizer and scheduler factories
   (``_partial_`` configs, kept out of ``hparams`` so checkpoints load with ``weights_only=True``),
-  channels-last and ``torch.compile`` of the net, and ``configure_optimizers``.
+  channels-last and ``torch.compile`` of the net, and ``configure_optimizers`` with layer-wise
+  learning rates (``model.lr_scales``).
 - :class:`LabelTaskModule` (tasks that predict one label per example: image classes, VQA
   answers): per-stage metric collections and mean losses, the best validation accuracy so far
   (``val/acc_best``), and the training loss, distilled from a teacher when ``distill=kd``.
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -27,6 +28,34 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def _keyword(factory: Callable[..., Any], name: str) -> Any:
+    """A ``_partial_`` factory's setting, else its callable's default (None if it has neither)."""
+    if name in getattr(factory, "keywords", {}):
+        return factory.keywords[name]
+    parameter = inspect.signature(getattr(factory, "func", factory)).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def scaled_param_groups(net: nn.Module, lr_scales: Mapping[str, float], lr: float) -> list[dict[str, Any]]:
+    """Discriminative learning rates (Howard & Ruder 2018): the parameters under each module
+    prefix of ``lr_scales`` (``{features: 0.1}``; the longest prefix wins) in a group at
+    ``lr * scale``, the rest in a group at ``lr``. A prefix that names no parameter of the net is a
+    ConfigError (a typo would silently train everything at one rate)."""
+    prefixes = sorted(lr_scales, key=len, reverse=True)
+    groups: dict[str, list[nn.Parameter]] = {p: [] for p in prefixes}
+    rest: list[nn.Parameter] = []
+    for name, param in net.named_parameters():
+        match = next((p for p in prefixes if name == p or name.startswith(p.rstrip(".") + ".")), None)
+        (groups[match] if match is not None else rest).append(param)
+    unused = [p for p in prefixes if not groups[p]]
+    if unused:
+        modules = sorted({n.split(".")[0] for n, _ in net.named_parameters()})
+        raise ConfigError(f"model.lr_scales names {unused}, which hold no parameters of {type(net).__name__} "
+                          f"(its top-level modules: {', '.join(modules)}); use module prefixes such as features.0")
+    out = [{"params": params, "lr": lr * float(lr_scales[p]), "name": p} for p, params in groups.items()]
+    return out + ([{"params": rest, "lr": lr, "name": "rest"}] if rest else [])
+
+
 def build_optimizers(
     module: LightningModule,
     optimizer: OptimizerFactory | None,
@@ -35,10 +64,15 @@ def build_optimizers(
     monitor: str | None = "val/loss",
     params: Iterable[nn.Parameter] | None = None,
     suffix: str = "",
+    lr_scales: Mapping[str, float] | None = None,
 ) -> Any:
     """Call the ``_partial_`` optimizer (and scheduler) from the model config, over ``params``
     (the whole model by default). ``suffix`` names one of several optimizers: ``_g`` is
     ``model.optimizer_g``, its learning rate logged as ``train/lr_g``.
+
+    ``lr_scales`` (``{features: 0.1}``, prefixes of ``module.net``'s parameter names) puts those
+    parameters in their own groups at scaled rates (:func:`scaled_param_groups`); a OneCycleLR's
+    ``max_lr`` is scaled with them, other schedulers scale each group's own rate.
 
     A scheduler whose signature takes ``total_steps`` (OneCycleLR) and does not set it gets the
     trainer's estimate, so one config serves any dataset size, batch size or device count.
@@ -46,16 +80,29 @@ def build_optimizers(
     name = f"optimizer{suffix}"
     if optimizer is None:
         raise ConfigError(f"the model config has no {name}; set model.{name} (a _partial_ torch.optim class)")
+    groups = None
+    if lr_scales:
+        if params is not None:
+            raise ConfigError(f"model.lr_scales is not supported with several optimizers ({name}); remove it")
+        lr = _keyword(optimizer, "lr")
+        if lr is None:
+            raise ConfigError(f"model.lr_scales needs model.{name}.lr to scale; set it")
+        groups = scaled_param_groups(module.net, lr_scales, float(lr))
+        params = [*groups, *_outside_net(module)]
     try:
         opt = optimizer(params=module.trainer.model.parameters() if params is None else params)
     except (ValueError, TypeError) as e:  # torch checks lr, betas, weight_decay... here
         raise ConfigError(f"model.{name} rejected its settings ({describe(e)}); fix model.{name}.*") from e
     if scheduler is None:
         return opt
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     func = getattr(scheduler, "func", scheduler)
     if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(scheduler, "keywords", {}):
         kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
+    max_lr = _keyword(scheduler, "max_lr")
+    if groups is not None and isinstance(max_lr, (int, float)):  # one peak per group, in the groups' ratios
+        lr = float(_keyword(optimizer, "lr"))
+        kwargs["max_lr"] = [max_lr * group["lr"] / lr for group in opt.param_groups]
     try:
         sched = scheduler(optimizer=opt, **kwargs)
     except (ValueError, TypeError) as e:
@@ -65,6 +112,13 @@ def build_optimizers(
     if monitor is not None:
         config["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": config}
+
+
+def _outside_net(module: LightningModule) -> list[dict[str, Any]]:
+    """The module's own parameters that are not the net's (a probe head), at the base rate."""
+    in_net = {id(p) for p in module.net.parameters()}
+    rest = [p for p in module.parameters() if id(p) not in in_net]
+    return [{"params": rest, "name": "module"}] if rest else []
 
 
 class TaskModule(LightningModule):
@@ -108,7 +162,8 @@ class TaskModule(LightningModule):
                               "the same model= and data= (no ckpt_path needed)")
         return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
                                 self.hparams.get("scheduler_interval", "epoch"),
-                                self.hparams.get("scheduler_monitor", "val/loss"))
+                                self.hparams.get("scheduler_monitor", "val/loss"),
+                                lr_scales=self.hparams.get("lr_scales"))
 
 
 class LabelTaskModule(TaskModule):

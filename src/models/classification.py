@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ class ClassificationModule(LabelTaskModule):
     Only plain values go into ``hparams``, so checkpoints load with ``torch.load(weights_only=True)``;
     ``load_from_checkpoint`` needs the net passed in, e.g.
     ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``. With ``distiller``
-    (``distill=kd``) training also matches a teacher's soft targets.
+    (``distill=kd``) training also matches a teacher's soft targets; ``lr_scales`` gives modules of
+    the net their own learning rates (``{features: 0.1}``: a pre-trained backbone learns slowly).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class ClassificationModule(LabelTaskModule):
         channels_last: bool = False,
         num_plot_images: int = 32,
         distiller: Distiller | None = None,
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class VQAModule(LabelTaskModule):
         num_plot_images: int = 32,
         max_error_rows: int = 500,
         distiller: Distiller | None = None,
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)

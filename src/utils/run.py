@@ -19,6 +19,7 @@ from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict, read_write
+from omegaconf.errors import MissingMandatoryValue
 
 from src.utils.config import print_config_tree, register_resolvers
 from src.utils.errors import ConfigError, UserError
@@ -45,13 +46,14 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
         register_resolvers()  # also in a job a launcher runs in another process (submitit, SLURM)
         try:
             return task_func(cfg)
-        except (UserError, MisconfigurationException) as e:
+        except (UserError, MisconfigurationException, MissingMandatoryValue) as e:
             # In a sweep, re-raise so the sweeper marks just this job as failed.
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or is_multirun():
                 raise
-            # Lightning's own check of the trainer settings is a config error too
+            # Lightning's own check of the trainer settings, and a ??? value left unset, are config errors too
             kind = type(e).__name__ if isinstance(e, UserError) else "ConfigError"
-            log.error(f"{kind}: {str(e).strip()}")
+            message = f"{e.full_key} has no value; set it: {e.full_key}=..." if isinstance(e, MissingMandatoryValue) else str(e)
+            log.error(f"{kind}: {message.strip()}")
             raise SystemExit(1) from None
         except Exception:
             log.exception("Run failed; the traceback is also in the run's log file")
