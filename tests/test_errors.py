@@ -21,6 +21,13 @@ BAD_INPUTS = [
     (["model.optimizer=null"], "ConfigError: model.scheduler.max_lr does not resolve"),
     (["trainer.enable_progress_bar=false", "callbacks.rich_progress_bar={_target_: lightning.pytorch.callbacks.RichProgressBar}"],
      "ConfigError: Trainer was configured with `enable_progress_bar=False` but found `RichProgressBar`"),
+    # fine-tuning: a ??? value left unset, a missing source, a module that is not there, a share out of range
+    (["init=checkpoint"], "ConfigError: init.path has no value; set it: init.path=..."),
+    (["init=checkpoint", "init.path=/nowhere.ckpt"], "CheckpointError: init.path=/nowhere.ckpt does not exist"),
+    (["model.lr_scales={nope: 0.1}"], "ConfigError: model.lr_scales names ['nope'], which hold no parameters of SimpleCNN"),
+    (["callbacks=[default,finetuning]", "callbacks.finetuning.modules=[nope]"],
+     "ConfigError: callbacks.finetuning.modules: SimpleCNN has no module ['nope']"),
+    (["data.label_fraction=1.5"], "ConfigError: data.label_fraction=1.5 must be in (0, 1]"),
     # a UserError raised inside a nested _target_ (the net inside the module) is not wrapped by Hydra
     (["model=hf_seq2seq", "data=cnn_dailymail", "model.net.name=/no/such/model"],
      "ConfigError: model.net.name=/no/such/model could not be loaded as a seq2seq model"),

@@ -25,9 +25,12 @@ TASK_SETTINGS = {
                       "model.val_generation.max_len=20"],
 }
 # Models whose default is a hub download: the same loading path on a tiny model saved in the test.
-OFFLINE = {"hf_seq2seq": lambda hf_dir: [f"model.net.name={hf_dir}", f"data.tokenizer.name={hf_dir}"]}
+OFFLINE = {"hf_seq2seq": lambda hf_dir: [f"model.net.name={hf_dir}", f"data.tokenizer.name={hf_dir}"],
+           "torchvision": lambda _: ["model.net.weights=null"]}  # its published weights are a download
 SLOW = {("dcgan", "cifar10_generation"), ("wgan_gp", "cifar10_generation"), ("dcgan", "easy_vqa_generation"),
-        ("wgan_gp", "easy_vqa_generation")}  # RGB GANs on 32x32 and 64x64 images: long tests
+        ("wgan_gp", "easy_vqa_generation"),  # RGB GANs on 32x32 and 64x64 images: long tests
+        # an ImageNet-sized ResNet-18: digits (the default data) stays in the default suite
+        ("torchvision", "mnist"), ("torchvision", "fashion_mnist"), ("torchvision", "cifar10")}
 
 
 @pytest.fixture
