@@ -21,7 +21,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.run_metadata import RunMetadata
-from src.models.pretrained import init_from_checkpoint
+from src.models.pretrained import init_from_checkpoint, published_weights, save_reports
 from src.utils.checkpoint import check_checkpoint_matches, load_checkpoint
 from src.utils.config import check_compatibility, config_choices, register_resolvers
 from src.utils.instantiate import instantiate_callbacks, instantiate_component, instantiate_loggers
@@ -61,13 +61,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = instantiate_component(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model = instantiate_component(cfg.model)
-    init = cfg.get("init")
+    reports, init = published_weights(model.net), cfg.get("init")
     if init and ckpt_path and cfg.get("train"):
         log.info("init ignored: resuming from ckpt_path restores every weight")
     elif init:
         report, init_ckpt = init_from_checkpoint(model.net, init.path, init.get("prefix_map"), init.get("exclude") or ())
-        report.save(cfg.paths.output_dir)
+        reports.append(report)
         ckpt = ckpt or init_ckpt
+    if reports:
+        save_reports(reports, cfg.paths.output_dir)
     if ckpt is not None and hasattr(datamodule, "adopt_checkpoint"):  # e.g. the tokenizer the weights were trained with
         datamodule.adopt_checkpoint(ckpt)
 

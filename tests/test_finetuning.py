@@ -16,8 +16,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from src.callbacks.finetuning import FreezeUnfreeze
 from src.data.classification import ClassificationDataModule
 from src.models.nets.cnn import SimpleCNN
+from src.models.nets.hf_seq2seq import HFSeq2Seq
 from src.models.nets.torchvision_models import TorchvisionClassifier
-from src.models.pretrained import load_weights, rename
+from src.models.pretrained import load_weights, published_weights, rename
 from src.utils.errors import ConfigError
 from tests.conftest import metrics_csv, run_ok
 from train import train
@@ -86,7 +87,7 @@ def test_init_then_frozen_features_stay_and_unfrozen_ones_train(unfreeze_at_epoc
     else:
         assert not any(k.endswith("weight") for k in unchanged), unchanged
     assert weights["classifier.4.weight"].shape == (10, 128)
-    report = json.loads((out / "init_weights.json").read_text())
+    report = json.loads((out / "init_weights.json").read_text())[0]
     assert set(report["mismatched"]) == {"classifier.4.weight", "classifier.4.bias"}
     assert "| loaded |" in (out / "init_weights.md").read_text()
     assert ckpt["archlab"]["config"]["init"]["path"] == str(pretrained)
@@ -164,3 +165,30 @@ def test_torchvision_backbone_gets_a_new_head_and_offline_weights_are_one_line(t
         TorchvisionClassifier("resnet18", 10, in_channels=1)
     with pytest.raises(ConfigError, match="model.net.name=resnet1 is not a torchvision classification model"):
         TorchvisionClassifier("resnet1", 10)
+
+
+def test_a_classifiers_convolutions_initialise_the_vqa_image_encoder(tmp_path: Path, cfg_train) -> None:
+    """Across tasks with a prefix map: SimpleCNN's ``features`` into VQANet's ``image_encoder``."""
+    classifier = SimpleCNN(3, 10, image_size=64, channels=(16, 32, 64))
+    torch.save(classifier.state_dict(), tmp_path / "classifier.pt")
+    cfg = cfg_train("model=fusion", "data=easy_vqa", "init=checkpoint", f"init.path={tmp_path / 'classifier.pt'}",
+                    "init.prefix_map={features: image_encoder}", "train=false", "test=false")
+    _, objects = train(cfg)
+    encoder = objects["model"].net.image_encoder.state_dict()
+    assert all(torch.equal(v, classifier.features.state_dict()[k]) for k, v in encoder.items())
+    report = json.loads((Path(cfg.paths.output_dir) / "init_weights.json").read_text())[0]
+    assert len(report["loaded"]) == len(encoder) and all(k.startswith("classifier.") for k in report["unexpected"])
+
+
+def test_hugging_face_weights_from_a_local_folder_come_with_the_same_table(tiny_hf_dir: Path) -> None:
+    """from_pretrained by local path (a tiny BART saved like a hub model): every weight loaded,
+    reported like a checkpoint's, and equal to the saved ones."""
+    from transformers import BartForConditionalGeneration
+
+    net = HFSeq2Seq(str(tiny_hf_dir), pad_id=0)
+    (report,) = published_weights(net)
+    saved = BartForConditionalGeneration.from_pretrained(tiny_hf_dir).state_dict()
+    assert report.loaded and not report.missing and not report.mismatched
+    assert set(report.loaded) == set(net.model.state_dict())
+    assert all(torch.equal(net.model.state_dict()[k], saved[k]) for k in report.loaded)
+    assert f"Initial weights from {tiny_hf_dir}" in report.table()

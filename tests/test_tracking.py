@@ -41,6 +41,8 @@ def test_names_come_from_choices_and_overrides(tmp_path: Path) -> None:
     assert names.variant == names.group == "dense-digits-lr=0.1-max_epochs=2"
     compose("train", ["experiment=mnist_cnn", "model=dense", "seed=1"], tmp_path)
     assert run_names({"seed": 1}).name == "mnist_cnn-model=dense-s1"
+    compose("train", ["init=checkpoint", "init.path=/runs/2026-11-30_09-18-10/checkpoints/epoch_003.ckpt", "seed=1"], tmp_path)
+    assert run_names({"seed": 1}).name == "cnn-digits-init=checkpoint-path=epoch_003.ckpt-s1"
     assert all(map(is_bookkeeping, ["paths.log_dir", "logger", "+callbacks.x", "ckpt_path", "hydra.run.dir"]))
     assert not any(map(is_bookkeeping, ["trainer.max_epochs", "model.net.dropout", "debug"]))
 

@@ -88,20 +88,41 @@ class LoadReport:
                   for name, keys, names in rows]
         return "\n".join(lines)
 
-    @rank_zero_only
-    def save(self, folder: str | Path) -> None:
-        """Print the table and write it (``init_weights.md``) and every key (``init_weights.json``)
-        into the run folder."""
-        table = self.table()
-        log.info(table)
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        Path(folder, "init_weights.md").write_text(table + "\n")
-        Path(folder, "init_weights.json").write_text(json.dumps(self.as_dict(), indent=1) + "\n")
-
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "loaded": self.loaded, "missing": self.missing, "unexpected": self.unexpected,
                 "mismatched": {k: {"source": s, "net": n} for k, (s, n) in self.mismatched.items()},
                 "excluded": self.excluded}
+
+
+@rank_zero_only
+def save_reports(reports: Sequence[LoadReport], folder: str | Path) -> None:
+    """Print each table and write them (``init_weights.md``) and every key (``init_weights.json``)
+    into the run folder."""
+    tables = [report.table() for report in reports]
+    for table in tables:
+        log.info(table)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    Path(folder, "init_weights.md").write_text("\n\n".join(tables) + "\n")
+    Path(folder, "init_weights.json").write_text(json.dumps([r.as_dict() for r in reports], indent=1) + "\n")
+
+
+def published_weights(net: nn.Module) -> list[LoadReport]:
+    """The reports of the submodules of ``net`` that loaded published weights when built
+    (``load_report``: a Hugging Face model by name or folder)."""
+    return [m.load_report for m in net.modules() if isinstance(getattr(m, "load_report", None), LoadReport)]
+
+
+def hf_from_pretrained(auto_class: Any, name: str) -> tuple[Any, LoadReport]:
+    """``auto_class.from_pretrained(name)`` and the same report as a checkpoint's: Hugging Face's
+    loading info (missing, unexpected, shape-mismatched keys) as a :class:`LoadReport`."""
+    model, info = auto_class.from_pretrained(name, output_loading_info=True)
+    state = model.state_dict()
+    mismatched = {key: (list(ckpt), list(own)) for key, ckpt, own in info.get("mismatched_keys", [])}
+    skipped = set(info.get("missing_keys", [])) | set(mismatched)
+    report = LoadReport(f"{name} ({auto_class.__name__}.from_pretrained)", loaded=[k for k in state if k not in skipped],
+                        missing=list(info.get("missing_keys", [])), unexpected=list(info.get("unexpected_keys", [])),
+                        mismatched=mismatched, numel={k: v.numel() for k, v in state.items()})
+    return model, report
 
 
 def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], source: str,

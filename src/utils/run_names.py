@@ -43,7 +43,10 @@ class RunNames:
 
 
 def _short(value: str) -> str:
-    """``0.0012345678`` -> ``0.001235``: sampled floats stay readable in a name."""
+    """``0.0012345678`` -> ``0.001235``: sampled floats stay readable in a name; a file path
+    (``init.path``, a teacher checkpoint) is named by its file name."""
+    if "/" in value and not value.startswith(("[", "{")):
+        return Path(value).name
     try:
         number = float(value)
     except ValueError:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from src.models.nets.decoding import Seq2SeqOutput
+from src.models.pretrained import hf_from_pretrained
 from src.utils.errors import ConfigError, describe
 
 
@@ -20,8 +21,8 @@ class HFSeq2Seq(nn.Module):
         from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
         try:
-            if pretrained:
-                self.model = AutoModelForSeq2SeqLM.from_pretrained(name)
+            if pretrained:  # the load table is saved into the run folder by train.py
+                self.model, self.load_report = hf_from_pretrained(AutoModelForSeq2SeqLM, name)
             else:
                 self.model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(name))
         except Exception as e:  # OSError offline or for an unknown name, ValueError for a non-seq2seq model

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from src.models.nets.attention import EncoderLayer, SinusoidalPositions
+from src.models.pretrained import hf_from_pretrained
 from src.utils.errors import ConfigError, describe
 
 
@@ -78,7 +79,7 @@ class HFTextEncoder(nn.Module):
         from transformers import AutoModel  # imported here: slow to import, needed by this encoder only
 
         try:
-            self.model = AutoModel.from_pretrained(name_or_path)
+            self.model, self.load_report = hf_from_pretrained(AutoModel, name_or_path)  # train.py saves its table
         except OSError as e:
             raise ConfigError(f"text encoder {name_or_path!r} could not be loaded ({describe(e)}); give a local "
                               "model folder or go online") from e
