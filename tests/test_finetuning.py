@@ -20,7 +20,7 @@ from src.models.nets.hf_seq2seq import HFSeq2Seq
 from src.models.nets.torchvision_models import TorchvisionClassifier
 from src.models.pretrained import load_weights, published_weights, rename
 from src.utils.errors import ConfigError
-from tests.conftest import metrics_csv, run_ok
+from tests.conftest import QUIET, final_weights, full_interrupted_resumed, metrics_csv, run_ok
 from train import train
 
 DIGITS = {"task": "classification", "image_shape": [1, 8, 8], "num_classes": 10}
@@ -192,3 +192,19 @@ def test_hugging_face_weights_from_a_local_folder_come_with_the_same_table(tiny_
     assert set(report.loaded) == set(net.model.state_dict())
     assert all(torch.equal(net.model.state_dict()[k], saved[k]) for k in report.loaded)
     assert f"Initial weights from {tiny_hf_dir}" in report.table()
+
+
+@pytest.mark.slow  # three training runs
+def test_resumed_fine_tuning_equals_an_uninterrupted_one(pretrained: Path, tmp_path: Path) -> None:
+    """Interrupted while its features are frozen and resumed (ckpt_path: the init source is not
+    read again), a fine-tuning run unfreezes on schedule and ends bit for bit where an
+    uninterrupted one does."""
+    common = [*QUIET, "trainer.deterministic=true", "trainer.max_epochs=3", "test=false", "init=checkpoint",
+              f"init.path={pretrained}", "callbacks=[default,finetuning]", "callbacks.finetuning.modules=[features]",
+              "callbacks.finetuning.unfreeze_at_epoch=2", "model.lr_scales={features: 0.3}"]
+    full, interrupted, resumed = full_interrupted_resumed(common, tmp_path)
+    a, b = final_weights(full), final_weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    frozen_then = final_weights(interrupted)
+    assert torch.equal(frozen_then["net.features.0.weight"], torch.load(pretrained, weights_only=True)["features.0.weight"])
+    assert not torch.equal(a["net.features.0.weight"], frozen_then["net.features.0.weight"])
