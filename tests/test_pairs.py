@@ -20,6 +20,7 @@ TASK_SETTINGS = {
     "classification": ["data.batch_size=16", "data.val_size=16"],
     "generation": ["data.batch_size=16", "data.val_size=16", "model.metrics.feature=pixels"],
     "vqa": ["data.batch_size=8"],
+    "contrastive": ["data.batch_size=16", "data.val_size=16"],
     "summarization": ["data.batch_size=4", "data.tokenizer.vocab_size=400", "data.max_source_len=64",
                       "data.max_target_len=24", "model.generation.max_len=20", "model.generation.min_len=0",
                       "model.val_generation.max_len=20"],
@@ -30,7 +31,9 @@ OFFLINE = {"hf_seq2seq": lambda hf_dir: [f"model.net.name={hf_dir}", f"data.toke
 SLOW = {("dcgan", "cifar10_generation"), ("wgan_gp", "cifar10_generation"), ("dcgan", "easy_vqa_generation"),
         ("wgan_gp", "easy_vqa_generation"),  # RGB GANs on 32x32 and 64x64 images: long tests
         # an ImageNet-sized ResNet-18: digits (the default data) stays in the default suite
-        ("torchvision", "mnist"), ("torchvision", "fashion_mnist"), ("torchvision", "cifar10")}
+        ("torchvision", "mnist"), ("torchvision", "fashion_mnist"), ("torchvision", "cifar10"),
+        # SimCLR's ResNet-9 encoder: model=simclr covers the contrastive task in the default suite
+        ("simclr_resnet9", "digits_contrastive"), ("simclr_resnet9", "fashion_mnist_contrastive")}
 
 
 @pytest.fixture
