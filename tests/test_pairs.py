@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.utils.config import compose, group_options
-from tests.conftest import QUIET, compatible_pairs, synthetic_pairs_dir
+from tests.conftest import QUIET, compatible_pairs, synthetic_pairs, synthetic_pairs_dir
 from train import train
 
 # Small batches, a validation split small enough for the synthetic image sets, short summaries;
@@ -28,6 +28,8 @@ TASK_SETTINGS = {
 # Models whose default is a hub download: the same loading path on a tiny model saved in the test.
 OFFLINE = {"hf_seq2seq": lambda hf_dir: [f"model.net.name={hf_dir}", f"data.tokenizer.name={hf_dir}"],
            "torchvision": lambda _: ["model.net.weights=null"]}  # its published weights are a download
+# span corruption needs sentinel tokens, which the tiny BART's tokenizer (a BPE without them) lacks
+UNFIT = {("hf_seq2seq", "cnndm_wikitext_denoising")}
 SLOW = {("dcgan", "cifar10_generation"), ("wgan_gp", "cifar10_generation"), ("dcgan", "easy_vqa_generation"),
         ("wgan_gp", "easy_vqa_generation"),  # RGB GANs on 32x32 and 64x64 images: long tests
         # an ImageNet-sized ResNet-18: digits (the default data) stays in the default suite
@@ -43,11 +45,14 @@ def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     synthetic_pairs_dir(root / "cnn_dailymail")
     synthetic_pairs_dir(root / "cnn_dailymail" / "pg_tokenized")
+    wikitext = "".join(f" = Title {i} = \n\n {pair['article']} \n" for i, pair in enumerate(synthetic_pairs(24, seed=3)))
+    (root / "wikitext-2-raw").mkdir()
+    (root / "wikitext-2-raw" / "train.txt").write_text(wikitext)
     return root
 
 
 @pytest.mark.parametrize(("model", "data"), [pytest.param(m, d, marks=[pytest.mark.slow] if (m, d) in SLOW else [])
-                                             for m, d in compatible_pairs()])
+                                             for m, d in compatible_pairs() if (m, d) not in UNFIT])
 def test_fast_dev_run(model: str, data: str, tmp_path: Path, data_root: Path, synthetic_images, tiny_hf_dir: Path) -> None:
     overrides = [f"model={model}", f"data={data}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true",
                  "data.num_workers=0", "data.pin_memory=false", *QUIET]

@@ -156,18 +156,23 @@ def test_resume_and_weights_only_checkpoint(tmp_path: Path) -> None:
 
 
 def test_checkpoint_knows_its_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """eval.py on a checkpoint with the data it was trained on works; with a BPE trained on other
-    pairs (same vocabulary size, so the weights would load) it stops with a CheckpointError."""
+    """eval.py on a checkpoint with the data it was trained on works; a checkpoint of the older
+    format (its tokenizer's fingerprint only, not the tokenizer) evaluated with a BPE trained on
+    other pairs (same vocabulary size, so the weights would load) stops with a CheckpointError.
+    (A checkpoint that carries its tokenizer uses it: tests/test_pretraining_text.py.)"""
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     train(cfg_summ(tmp_path, "transformer", "trainer.max_epochs=1", "test=false", "model.val_generation.max_len=4"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert len(torch.load(last, weights_only=True)["tokenizer_fingerprint"]) == 16
-    overrides = [*pairs_overrides(tmp_path / "data", tmp_path / "cache"), *model_overrides("transformer"), f"ckpt_path={last}",
+    ckpt = torch.load(last, weights_only=True)
+    assert len(ckpt["tokenizer_fingerprint"]) == 16
+    del ckpt["tokenizer"]
+    torch.save(ckpt, older := tmp_path / "older.ckpt")
+    overrides = [*pairs_overrides(tmp_path / "data", tmp_path / "cache"), *model_overrides("transformer"),
                  "extras.print_config=false", "trainer.enable_progress_bar=false", "model.generation.max_len=4"]
-    metrics, _ = evaluate(compose("eval", overrides, tmp_path / "eval"))
+    metrics, _ = evaluate(compose("eval", [*overrides, f"ckpt_path={last}"], tmp_path / "eval"))
     assert 0.0 <= float(metrics["test/rouge1"]) <= 1.0
     with pytest.raises(CheckpointError, match="trained with another tokenizer"):
-        evaluate(compose("eval", [*overrides, "data.max_examples.train=12"], tmp_path / "eval_other"))
+        evaluate(compose("eval", [*overrides, f"ckpt_path={older}", "data.max_examples.train=12"], tmp_path / "eval_other"))
 
 
 def test_eval_lead3_without_checkpoint(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """Text summarization data: (article, highlights) pairs from local JSON Lines or the Hugging Face
-hub, tokenized on the fly with a BPE trained on the training split (or any HF tokenizer), padded
-per batch and grouped by length."""
+hub, tokenized on the fly with a BPE trained on the training split (or any HF tokenizer, or the one
+a checkpoint carries), padded per batch and grouped by length; and the base class the other
+text-to-text data (denoising pre-training) shares."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from src.data.common import loader, per_device_batch_size
 from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import Pairs, local_split_file, read_jsonl
-from src.data.tokenizers import cached_bpe, pretrained_tokenizer
+from src.data.tokenizers import CHECKPOINT_KEY, cached_bpe, fingerprint, pretrained_tokenizer, tokenizer_from_dict
 from src.utils.errors import ConfigError, DataError, describe
 from src.utils.pylogger import RankedLogger
 
@@ -40,6 +42,14 @@ class SummarizationDataset(Dataset):
         return self.pairs.ids[i], self.pairs.articles[i], self.pairs.highlights[i]
 
 
+def pad(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Token id lists as one (B, longest) tensor padded with ``pad_id`` (dynamic padding)."""
+    out = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
 class Seq2SeqCollator:
     """Tokenizes a batch on the fly and pads it to its own longest sequence (dynamic padding).
 
@@ -53,12 +63,6 @@ class Seq2SeqCollator:
         self.tokenizer, self.max_source_len, self.max_target_len = tokenizer, max_source_len, max_target_len
         self.source_prefix = source_prefix
 
-    def _pad(self, seqs: list[list[int]]) -> torch.Tensor:
-        out = torch.full((len(seqs), max(map(len, seqs))), self.tokenizer.pad_token_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        return out
-
     def __call__(self, items: list[tuple[str, str, str]]) -> dict[str, Any]:
         ids, articles, references = map(list, zip(*items))
         batch: dict[str, Any] = {"ids": ids, "articles": articles, "references": references}
@@ -67,21 +71,137 @@ class Seq2SeqCollator:
         tok, cut = self.tokenizer, self.max_source_len * CHARS_PER_TOKEN
         source = tok([self.source_prefix + a[:cut] for a in articles], truncation=True, max_length=self.max_source_len)["input_ids"]
         target = tok(references, add_special_tokens=False, truncation=True, max_length=self.max_target_len - 1)["input_ids"]
-        batch["source"] = self._pad(source)
-        batch["target"] = self._pad([t + [tok.eos_token_id] for t in target])
+        batch["source"] = pad(source, tok.pad_token_id)
+        batch["target"] = pad([t + [tok.eos_token_id] for t in target], tok.pad_token_id)
         return batch
 
 
-class SummarizationDataModule(LightningDataModule):
+class Seq2SeqDataModule(LightningDataModule, ABC):
+    """What the text-to-text DataModules share: (id, source text, reference) examples per stage
+    (``self.data``, filled by the subclass's ``load``), a tokenizer built on first use (on the first
+    process of each node under DDP) or adopted from a checkpoint, checked against ``provides``, and
+    length-grouped, dynamically padded loaders. Subclasses implement ``load``, ``_build_tokenizer``
+    and ``_collator``, and save as hyper-parameters the settings read here: ``name``, ``tokenizer``,
+    ``max_source_len``, ``batch_size``, ``group_by_length``, ``num_workers``, ``pin_memory``, ``seed``.
+    ``batch_size`` is global: divided across devices.
+    """
+
+    def __init__(self, provides: Mapping[str, Any], batch_size: int) -> None:
+        super().__init__()
+        self.provides = dict(provides)
+        self.batch_size_per_device = batch_size
+        self.data: dict[str, Pairs] = {}
+        self._tokenizer: Any | None = None
+
+    @abstractmethod
+    def load(self, stage: str) -> Pairs:
+        """The examples of a stage (``train``, ``validation``, ``test``), read once into ``self.data``."""
+
+    @abstractmethod
+    def _build_tokenizer(self) -> Any:
+        """The tokenizer of this data (``data.tokenizer``), when no checkpoint brought one."""
+
+    @abstractmethod
+    def _collator(self, stage: str) -> Callable[[list[tuple[str, str, str]]], dict[str, Any]]:
+        """What turns a stage's examples into a batch (``self._tokenizer`` is None for models without tokens)."""
+
+    # ------------------------------------------------------------ tokenizer
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer, built on first use and checked against ``provides``."""
+        if self._tokenizer is None:
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1 and not self.hparams.tokenizer.get("name"):
+                # DDP: the first process of each node trains (or loads) the BPE and caches it;
+                # the others wait, then load the cache instead of each training its own
+                error: Exception | None = None
+                if trainer.local_rank == 0:
+                    try:
+                        self._tokenizer = self._build_tokenizer()
+                    except Exception as e:  # every process must reach the barrier, then all stop
+                        error = e
+                trainer.strategy.barrier("archlab_tokenizer")
+                if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+                    raise error or DataError("the first process of this node could not build the tokenizer; its "
+                                             "error is above")
+            if self._tokenizer is None:
+                self._tokenizer = self._build_tokenizer()
+            self._check_provides(self._tokenizer)
+        return self._tokenizer
+
+    def adopt_checkpoint(self, ckpt: Mapping[str, Any]) -> None:
+        """Use the tokenizer ``ckpt`` carries (its weights mean nothing under another vocabulary):
+        nothing is trained or downloaded, so no training split is read. It replaces the BPE this
+        data would train; a ``data.tokenizer.name`` naming another tokenizer is refused (one line),
+        as neither choice can silently win. A checkpoint without one (older format) changes nothing."""
+        state = ckpt.get(CHECKPOINT_KEY)
+        if state is None:
+            return
+        named, stored = self.hparams.tokenizer.get("name"), state["name_or_path"] or None
+        if named and named != stored:
+            raise ConfigError(f"data.tokenizer.name={named} but the checkpoint's weights were trained with "
+                              f"{stored or 'a BPE trained by archlab'}, stored in it; drop data.tokenizer.name (the "
+                              "stored tokenizer is used)")
+        tok = tokenizer_from_dict(state)
+        self._check_provides(tok)
+        self._tokenizer = tok
+        log.info(f"Tokenizer: the checkpoint's ({stored or 'BPE'}, {len(tok)} tokens, vocabulary {fingerprint(tok)}); "
+                 "none trained or loaded for this data")
+
+    def _check_provides(self, tok: Any) -> None:
+        declared = {k: self.provides.get(k) for k in ("vocab_size", "pad_id", "bos_id", "eos_id")}
+        actual = {"pad_id": tok.pad_token_id, "eos_id": tok.eos_token_id, "bos_id": tok.bos_token_id}
+        wrong = {k: v for k, v in actual.items() if v is not None and declared[k] is not None and v != declared[k]}
+        if len(tok) > declared["vocab_size"]:
+            wrong["vocab_size"] = len(tok)
+        if wrong:
+            fix = " ".join(f"data.provides.{k}={v}" for k, v in wrong.items())
+            raise DataError(f"data={self.hparams.name} declares {declared} but its tokenizer has "
+                            f"{ {k: actual.get(k, len(tok)) for k in wrong} }; set {fix}")
+
+    # ---------------------------------------------------------- lightning
+    def setup(self, stage: str | None = None) -> None:
+        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
+        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
+        for split in needed.get(stage, STAGES) if stage else STAGES:
+            self.load(split)
+
+    def _loader(self, stage: str) -> DataLoader:
+        if stage not in self.data:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        pairs, hp = self.data[stage], self.hparams
+        sampler = None
+        if stage == "train" and hp.group_by_length:
+            cut = hp.max_source_len * CHARS_PER_TOKEN
+            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+            sampler = LengthGroupedSampler([min(len(a), cut) for a in pairs.articles], self.batch_size_per_device,
+                                           hp.seed or 0, num_replicas=world, rank=rank)
+        return loader(SummarizationDataset(pairs), self.batch_size_per_device, self.trainer, stage == "train",
+                      self._collator(stage), hp.num_workers, hp.pin_memory, sampler=sampler)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class SummarizationDataModule(Seq2SeqDataModule):
     """(article, highlights) pairs from ``{data_dir}/{split}.jsonl[.gz]`` when present, otherwise
     from the HF hub (``hf_dataset``, ``hf_config``) when one is named.
 
     ``splits`` maps each stage to the split it reads (a dataset whose validation split is named
     ``dev``: ``data.splits.validation=dev``); each stage reads its own split, since a model must
-    never be selected or scored on the pairs it trained on. The tokenizer is built the first time it is asked
-    for (a byte-level BPE trained on the training split, cached under ``tokenizer.cache_dir``, or
-    ``tokenizer.name``, any HF tokenizer); a model that needs no tokens (Lead-3) never asks, so it
-    runs without a training split. ``batch_size`` is global: divided across devices.
+    never be selected or scored on the pairs it trained on. The tokenizer is the checkpoint's
+    (:meth:`adopt_checkpoint`) or built the first time it is asked for (a byte-level BPE trained on
+    the training split, cached under ``tokenizer.cache_dir``, or ``tokenizer.name``, any HF
+    tokenizer); a model that needs no tokens (Lead-3) never asks: neither needs a training split.
     """
 
     def __init__(
@@ -104,9 +224,8 @@ class SummarizationDataModule(LightningDataModule):
         pin_memory: bool = False,
         seed: int | None = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(provides, batch_size)
         self.save_hyperparameters(logger=False)
-        self.provides = dict(provides)
         self.splits = {stage: (splits or {}).get(stage, stage) for stage in STAGES}
         shared = {split for split in self.splits.values() if list(self.splits.values()).count(split) > 1}
         if shared:
@@ -115,9 +234,6 @@ class SummarizationDataModule(LightningDataModule):
                               "selected, or the model scored, on pairs it trained on; give each stage its own split "
                               "(e.g. data.splits.validation=<another split> to evaluate a checkpoint trained that way)")
         self.max_examples = {stage: (max_examples or {}).get(stage) for stage in STAGES}
-        self.batch_size_per_device = batch_size
-        self.data: dict[str, Pairs] = {}
-        self._tokenizer: Any | None = None
 
     # ---------------------------------------------------------------- files
     def load(self, stage: str) -> Pairs:
@@ -151,29 +267,6 @@ class SummarizationDataModule(LightningDataModule):
                             f"{fix}") from e
 
     # ------------------------------------------------------------ tokenizer
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer, built on first use and checked against ``provides``."""
-        if self._tokenizer is None:
-            trainer = self.trainer
-            if trainer is not None and trainer.world_size > 1 and not self.hparams.tokenizer.get("name"):
-                # DDP: the first process of each node trains (or loads) the BPE and caches it;
-                # the others wait, then load the cache instead of each training its own
-                error: Exception | None = None
-                if trainer.local_rank == 0:
-                    try:
-                        self._tokenizer = self._build_tokenizer()
-                    except Exception as e:  # every process must reach the barrier, then all stop
-                        error = e
-                trainer.strategy.barrier("archlab_tokenizer")
-                if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-                    raise error or DataError("the first process of this node could not build the tokenizer; its "
-                                             "error is above")
-            if self._tokenizer is None:
-                self._tokenizer = self._build_tokenizer()
-            self._check_provides(self._tokenizer)
-        return self._tokenizer
-
     def _build_tokenizer(self) -> Any:
         cfg = self.hparams.tokenizer
         if cfg.get("name"):
@@ -184,46 +277,6 @@ class SummarizationDataModule(LightningDataModule):
         return cached_bpe(texts, cfg["vocab_size"], cfg.get("min_frequency", 2), cfg.get("cache_dir"), self.hparams.name,
                           text_settings=(CHARS_PER_TOKEN,))
 
-    def _check_provides(self, tok: Any) -> None:
-        declared = {k: self.provides.get(k) for k in ("vocab_size", "pad_id", "bos_id", "eos_id")}
-        actual = {"pad_id": tok.pad_token_id, "eos_id": tok.eos_token_id, "bos_id": tok.bos_token_id}
-        wrong = {k: v for k, v in actual.items() if v is not None and declared[k] is not None and v != declared[k]}
-        if len(tok) > declared["vocab_size"]:
-            wrong["vocab_size"] = len(tok)
-        if wrong:
-            fix = " ".join(f"data.provides.{k}={v}" for k, v in wrong.items())
-            raise DataError(f"data={self.hparams.name} declares {declared} but its tokenizer has "
-                            f"{ {k: actual.get(k, len(tok)) for k in wrong} }; set {fix}")
-
-    # ---------------------------------------------------------- lightning
-    def setup(self, stage: str | None = None) -> None:
-        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
-        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
-        for split in needed.get(stage, STAGES) if stage else STAGES:
-            self.load(split)
-
-    def _loader(self, stage: str) -> DataLoader:
-        if stage not in self.data:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        pairs, hp = self.data[stage], self.hparams
-        sampler = None
-        if stage == "train" and hp.group_by_length:
-            cut = hp.max_source_len * CHARS_PER_TOKEN
-            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-            sampler = LengthGroupedSampler([min(len(a), cut) for a in pairs.articles], self.batch_size_per_device,
-                                           hp.seed or 0, num_replicas=world, rank=rank)
-        collate = Seq2SeqCollator(self._tokenizer, hp.max_source_len, hp.max_target_len, hp.source_prefix)
-        return loader(SummarizationDataset(pairs), self.batch_size_per_device, self.trainer, stage == "train", collate,
-                      hp.num_workers, hp.pin_memory, sampler=sampler)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def _collator(self, stage: str) -> Seq2SeqCollator:
+        hp = self.hparams
+        return Seq2SeqCollator(self._tokenizer, hp.max_source_len, hp.max_target_len, hp.source_prefix)

@@ -15,12 +15,14 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
-from src.data.tokenizers import fingerprint
+from src.data.tokenizers import CHECKPOINT_KEY, fingerprint, tokenizer_to_dict
 from src.metrics.rouge import ROUGE
 from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule
 from src.models.nets import decoding
 from src.utils.errors import CheckpointError, ConfigError
+from src.utils.pylogger import RankedLogger
 
+log = RankedLogger(__name__)
 SAMPLE_COLUMNS = ["article", "reference", "generated"]
 
 
@@ -42,8 +44,12 @@ class SummarizationModule(TaskModule):
     (article excerpt, reference, generated) rows go to ``<run dir>/val_samples.jsonl`` and, under
     W&B, to a table.
 
-    The tokenizer comes from the datamodule at setup; checkpoints carry its fingerprint, checked
-    on load. Only plain values go into ``hparams``: checkpoints load with ``weights_only=True``.
+    ``lr_scales`` gives modules of the net their own learning rates (``{encoder: 0.1}``).
+
+    The tokenizer comes from the datamodule at setup; checkpoints carry it (``checkpoint["tokenizer"]``,
+    plain strings, which the datamodule's ``adopt_checkpoint`` reads back: evaluation and fine-tuning
+    need neither the training split nor the hub) and its fingerprint, checked on load. Only plain
+    values go into ``hparams``: checkpoints load with ``weights_only=True``.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class SummarizationModule(TaskModule):
         num_samples: int = 8,
         excerpt_chars: int = 400,
         compile: bool = False,
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
@@ -91,8 +98,15 @@ class SummarizationModule(TaskModule):
         self._check_tokenizer()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.fingerprint is not None:
-            checkpoint["tokenizer_fingerprint"] = self.fingerprint
+        if self.tokenizer is None:
+            return
+        checkpoint["tokenizer_fingerprint"] = self.fingerprint
+        state = tokenizer_to_dict(self.tokenizer)
+        if state is None:
+            log.warning("this tokenizer has no fast (Rust) version, so it cannot be stored in the checkpoint; "
+                        "evaluating the checkpoint will need it by name again")
+        else:
+            checkpoint[CHECKPOINT_KEY] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Called by Lightning when it restores a run (after ``setup``) and by eval.py (before)."""
