@@ -84,6 +84,7 @@ def test_checkpoint_of_other_model_names_the_right_command(trained_run: Path, tm
     assert proc.returncode != 0 and "model=cnn data=digits" in out and "Traceback" not in out
 
 
+@pytest.mark.slow  # two DDP processes
 def test_ddp_cpu_single_run(tmp_path: Path) -> None:
     """Every rank composes the same config: the relaunched rank keeps the flags and Hydra overrides
     that choose it (a data config found only through hydra.searchpath: without them, rank 1 could
@@ -139,6 +140,7 @@ def best_val_acc(ckpt: Path) -> float:
     return float(state["best_model_score"])
 
 
+@pytest.mark.slow  # an Optuna sweep of three trials
 def test_optuna_sweep_survives_a_failing_trial(tmp_path: Path) -> None:
     """dropout=5.0 makes nn.Dropout raise: those trials fail, the sweep finishes on the others.
     The seeded TPE start-up draws 5.0, 5.0, 0.1 (deterministic for the pinned optuna)."""

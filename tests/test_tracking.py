@@ -47,6 +47,7 @@ def test_names_come_from_choices_and_overrides(tmp_path: Path) -> None:
     assert not any(map(is_bookkeeping, ["trainer.max_epochs", "model.net.dropout", "debug"]))
 
 
+@pytest.mark.slow  # a 2x2 sweep of W&B offline runs, then compare.py
 def test_sweep_is_named_grouped_and_compared(tmp_path: Path) -> None:
     """The issue's 2 x 2 sweep on the default data, with every logger (W&B offline, without an API
     key) and checkpoints as W&B artifacts: four W&B runs named from what varies, in one group, with
@@ -99,6 +100,7 @@ def test_sweep_is_named_grouped_and_compared(tmp_path: Path) -> None:
     assert b"dense-digits-s1" in records and f"sweep-{sweep.name}".encode() in records and b"cnn-digits" not in records
 
 
+@pytest.mark.slow  # a run killed mid-epoch, then resumed, both under W&B
 def test_killed_and_resumed_run_is_one_run(tmp_path: Path) -> None:
     """A run stopped after epoch 1 and resumed from its last.ckpt continues in its own folder:
     its .hydra/ kept (the resume's config beside it), the same W&B run id, one TensorBoard
