@@ -28,6 +28,8 @@ BAD_INPUTS = [
     (["callbacks=[default,finetuning]", "callbacks.finetuning.modules=[nope]"],
      "ConfigError: callbacks.finetuning.modules: SimpleCNN has no module ['nope']"),
     (["data.label_fraction=1.5"], "ConfigError: data.label_fraction=1.5 must be in (0, 1]"),
+    # one-cycle's warm-up (pct_start 0.2) of 5 steps, 1 % of the digits for 5 epochs, is one step: torch divides by 0
+    (["data.label_fraction=0.01", "trainer.max_epochs=5"], "ConfigError: model.scheduler: 5 optimizer steps are too few"),
     # a UserError raised inside a nested _target_ (the net inside the module) is not wrapped by Hydra
     (["model=hf_seq2seq", "data=cnn_dailymail", "model.net.name=/no/such/model"],
      "ConfigError: model.net.name=/no/such/model could not be loaded as a seq2seq model"),

@@ -107,6 +107,10 @@ def build_optimizers(
         sched = scheduler(optimizer=opt, **kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model.scheduler rejected its settings ({describe(e)}); fix model.scheduler.*") from e
+    except ZeroDivisionError as e:  # OneCycleLR when pct_start * total_steps leaves its warm-up under one step
+        raise ConfigError(f"model.scheduler: {kwargs.get('total_steps', 'the')} optimizer steps are too few for its "
+                          "warm-up and decay phases; train more steps (trainer.max_epochs, a larger data.label_fraction) "
+                          "or raise model.scheduler.pct_start") from e
     # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
     config = {"scheduler": sched, "interval": interval, "name": f"train/lr{suffix}"}
     if monitor is not None:
