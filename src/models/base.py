@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
 from src.models.distillation import Distiller
+from src.models.pretrained import under
 from src.utils.errors import ConfigError, describe
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -45,7 +46,7 @@ def scaled_param_groups(net: nn.Module, lr_scales: Mapping[str, float], lr: floa
     groups: dict[str, list[nn.Parameter]] = {p: [] for p in prefixes}
     rest: list[nn.Parameter] = []
     for name, param in net.named_parameters():
-        match = next((p for p in prefixes if name == p or name.startswith(p.rstrip(".") + ".")), None)
+        match = next((p for p in prefixes if under(name, p)), None)
         (groups[match] if match is not None else rest).append(param)
     unused = [p for p in prefixes if not groups[p]]
     if unused:
@@ -80,11 +81,10 @@ def build_optimizers(
     name = f"optimizer{suffix}"
     if optimizer is None:
         raise ConfigError(f"the model config has no {name}; set model.{name} (a _partial_ torch.optim class)")
-    groups = None
+    groups, lr = None, _keyword(optimizer, "lr")
     if lr_scales:
         if params is not None:
             raise ConfigError(f"model.lr_scales is not supported with several optimizers ({name}); remove it")
-        lr = _keyword(optimizer, "lr")
         if lr is None:
             raise ConfigError(f"model.lr_scales needs model.{name}.lr to scale; set it")
         groups = scaled_param_groups(module.net, lr_scales, float(lr))
@@ -101,7 +101,6 @@ def build_optimizers(
         kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
     max_lr = _keyword(scheduler, "max_lr")
     if groups is not None and isinstance(max_lr, (int, float)):  # one peak per group, in the groups' ratios
-        lr = float(_keyword(optimizer, "lr"))
         kwargs["max_lr"] = [max_lr * group["lr"] / lr for group in opt.param_groups]
     try:
         sched = scheduler(optimizer=opt, **kwargs)

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from src.utils.checkpoint import load_checkpoint
+from src.utils.checkpoint import upgrade
 from src.utils.errors import CheckpointError, ConfigError, describe
 from src.utils.pylogger import RankedLogger
 
@@ -30,7 +30,7 @@ log = RankedLogger(__name__)
 NET_PREFIX = "net."
 
 
-def _under(key: str, prefix: str) -> bool:
+def under(key: str, prefix: str) -> bool:
     """``key`` is ``prefix`` or inside the module ``prefix`` (``a.b`` holds ``a.b.weight``, not ``a.bc``)."""
     prefix = prefix.rstrip(".")
     return not prefix or key == prefix or key.startswith(prefix + ".")
@@ -43,7 +43,7 @@ def rename(state: Mapping[str, torch.Tensor], prefix_map: Mapping[str, str]) -> 
     out = {}
     for key, value in state.items():
         for source, target in rules:
-            if _under(key, source):
+            if under(key, source):
                 rest = key[len(source):].lstrip(".")
                 key = ".".join(p for p in (target, rest) if p)
                 break
@@ -137,7 +137,7 @@ def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], source: str,
         if key not in own:
             report.unexpected.append(key)
             report.numel[key] = value.numel()
-        elif any(_under(key, p) for p in exclude):
+        elif any(under(key, p) for p in exclude):
             report.excluded.append(key)
         elif value.shape != own[key].shape:
             report.mismatched[key] = (list(value.shape), list(own[key].shape))
@@ -168,7 +168,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"init.path={path} is not readable with weights_only=True ({describe(e, 160)}); give a "
                               ".ckpt or a torch.save(state_dict) file") from e
     if isinstance(obj, dict) and "state_dict" in obj:
-        ckpt = load_checkpoint(path)  # the same file, upgraded to the current archlab format
+        ckpt = upgrade(obj)  # to the current archlab format
         state = {k[len(NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(NET_PREFIX)}
         return state, ckpt
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
