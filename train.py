@@ -18,6 +18,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.run_metadata import RunMetadata
@@ -80,7 +81,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     pin_ddp_relaunch_to_this_job()
-    trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # a Timer callback enforces trainer.max_time (configs/callbacks/timer.yaml); Lightning would
+    # warn that it ignores the Trainer's own
+    timed = {"max_time": None} if any(isinstance(c, Timer) for c in callbacks) else {}
+    trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=loggers or False, **timed)
     log_hyperparameters(resolved, model, trainer)
 
     if cfg.get("train"):

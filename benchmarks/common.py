@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,119 @@ def data_dir(required: str = "MNIST/raw") -> str:
         sys.exit(f"{required} not found under DATA_DIR={path or '(unset)'}; set DATA_DIR to a writable folder "
                  "with the datasets")
     return path
+
+
+# -- steady-state step time: train.py's side (a callback) and a bare loop's side ------------------
+def _perf_counter() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class WindowTimer:
+    """Times training steps ``warmup`` .. ``warmup + steps - 1`` (0-based, counted over the whole
+    run), synchronising the device only at the two ends of the window: ``start(i, device)``
+    before step ``i``, ``end(i, device)`` after it. ``seconds_per_step`` is None until the window
+    closes."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.t0, self.seconds_per_step = 0.0, None
+
+    def start(self, i: int, device: Any) -> None:
+        if i == self.warmup:
+            _sync(device)
+            self.t0 = _perf_counter()
+
+    def end(self, i: int, device: Any) -> bool:
+        """True once the window is closed (the caller may stop)."""
+        if i == self.warmup + self.steps - 1:
+            _sync(device)
+            self.seconds_per_step = (_perf_counter() - self.t0) / self.steps
+        return i >= self.warmup + self.steps - 1
+
+
+def step_timer_callback(warmup: int, steps: int, out: str = "step_time.json") -> Any:
+    """A Lightning callback around :class:`WindowTimer` that writes ``{seconds_per_step, warmup,
+    steps}`` to ``<run dir>/<out>`` when the window closes. Use from train.py with
+    ``+callbacks.step_timer={_target_: benchmarks.common.step_timer_callback, warmup: W, steps: N}``."""
+    from lightning import Callback
+
+    class StepTimer(Callback):
+        def __init__(self) -> None:
+            self.timer, self.i = WindowTimer(warmup, steps), 0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            self.timer.start(self.i, pl_module.device)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            self.timer.end(self.i, pl_module.device)
+            if self.i == warmup + steps - 1 and trainer.is_global_zero:
+                Path(trainer.default_root_dir, out).write_text(json.dumps(
+                    {"seconds_per_step": self.timer.seconds_per_step, "warmup": warmup, "steps": steps}))
+            self.i += 1
+
+    return StepTimer()
+
+
+def run_entry(script: str, overrides: list[str], log_dir: Path, env: dict[str, str] | None = None,
+              timeout: float | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """``python <script> <overrides>`` as :func:`train_run` runs it (CSV logger, no progress bar),
+    without exiting on failure: (wall seconds, the finished process)."""
+    quiet = ["extras.print_config=false", "trainer.enable_progress_bar=false"]
+    quiet += ["callbacks.rich_progress_bar=null"] if script == "train.py" else []
+    t = _perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / script), *overrides, f"paths.log_dir={log_dir}", "logger=csv", *quiet],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    return _perf_counter() - t, proc
+
+
+def metrics_rows(log_dir: Path) -> list[dict[str, str]]:
+    """The rows of every metrics.csv under ``log_dir``, in path order."""
+    import csv
+
+    return [row for path in sorted(log_dir.rglob("metrics.csv")) for row in csv.DictReader(path.open())]
+
+
+def bare_optimizer(factory_cfg: Any, params: Any, scheduler_cfg: Any = None, total_steps: int = 1) -> tuple[Any, Any]:
+    """The model config's ``_partial_`` optimizer (and scheduler, given ``total_steps`` when its
+    signature takes it, as archlab's modules do) over ``params``, for a bare PyTorch loop."""
+    import inspect
+
+    from hydra.utils import instantiate
+
+    opt = instantiate(factory_cfg)(params=params)
+    if scheduler_cfg is None:
+        return opt, None
+    factory = instantiate(scheduler_cfg)
+    func = getattr(factory, "func", factory)
+    takes_total = "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(factory, "keywords", {})
+    return opt, factory(optimizer=opt, **({"total_steps": total_steps} if takes_total else {}))
+
+
+def bare_components(overrides: list[str], run_dir: Path) -> tuple[Any, Any, Any]:
+    """(composed config, set-up datamodule, net) of ``python train.py <overrides>``, built as
+    overhead.py's bare loop builds them: the same net, data pipeline and seed, no Lightning loop."""
+    import torch
+    from hydra.utils import instantiate
+
+    from src.utils.config import compose
+    from src.utils.instantiate import instantiate_component
+
+    cfg = compose("train", overrides, run_dir)
+    torch.manual_seed(cfg.seed)
+    dm = instantiate_component(cfg.data)
+    # what a DataModule asks of its trainer: one process, and the training device (where
+    # data.loader=batches keeps the images, as under train.py)
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, local_rank=0, strategy=SimpleNamespace(root_device=device))
+    dm.setup("fit")
+    getattr(dm, "tokenizer", None)  # a summarization datamodule builds its tokenizer on first use
+    return cfg, dm, instantiate(cfg.model.net)

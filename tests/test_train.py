@@ -94,3 +94,12 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(37 / 360)
+
+
+@pytest.mark.parametrize("timer", [[], ["~callbacks.timer"]], ids=["timer_callback", "no_timer_callback"])
+def test_max_time_ends_training(cfg_train, timer: list[str]) -> None:
+    """``trainer.max_time`` stops a run whether or not the default Timer callback is there (which
+    enforces it: Lightning ignores the Trainer's own beside a Timer)."""
+    cfg = cfg_train("model=cnn", "data=digits", *timer, "trainer.max_epochs=200", "trainer.max_time=00:00:00:02", "test=false")
+    _, objects = train(cfg)
+    assert 0 < objects["trainer"].current_epoch < 200

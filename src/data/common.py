@@ -1,14 +1,16 @@
 """Helpers the DataModules share: loaders sharded over processes, the per-device share of the
-global batch, and the image augmentations."""
+global batch, and the image augmentations (per image, and the same ones on a whole batch)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
+import torch
+import torch.nn.functional as F
 from lightning import Trainer
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from torchvision.transforms import v2
 
 from src.utils.errors import ConfigError
@@ -19,6 +21,31 @@ AUGMENTATIONS: dict[str, Callable[[int], list[v2.Transform]]] = {
     "crop_flip": lambda size: [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()],
     # Hinton et al. 2015's MNIST teacher: the image shifted by up to 2 pixels each way (zero-padded)
     "jitter": lambda size: [v2.RandomCrop(size, padding=2)],
+}
+
+
+def random_crop_batch(images: torch.Tensor, padding: int, flip: bool = False) -> torch.Tensor:
+    """``RandomCrop(size, padding)`` (and ``RandomHorizontalFlip``) on a batch ``(B, C, H, W)``,
+    each image with its own offsets, in one gather on the batch's device instead of a Python call
+    per image. Zero padding, as torchvision's."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), device=images.device)
+    rows = dy + torch.arange(h, device=images.device)  # (B, H)
+    cols = dx + torch.arange(w, device=images.device)  # (B, W)
+    if flip:
+        cols = torch.where(torch.rand(n, 1, device=images.device) < 0.5, cols.flip(1), cols)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+#: ``data.augment`` on whole batches (``data.loader=batches``): the same transforms as
+#: :data:`AUGMENTATIONS`, with the same names.
+BATCH_AUGMENTATIONS: dict[str, Callable[[int], Callable[[torch.Tensor], torch.Tensor] | None]] = {
+    "none": lambda size: None,
+    "crop": lambda size: lambda x: random_crop_batch(x, size // 8),
+    "crop_flip": lambda size: lambda x: random_crop_batch(x, size // 8, flip=True),
+    "jitter": lambda size: lambda x: random_crop_batch(x, 2),
 }
 
 
@@ -34,32 +61,37 @@ def augmentation(name: str, image_size: int) -> v2.Transform | None:
     return v2.Compose(transforms) if transforms else None
 
 
-def loader(dataset: Dataset, batch_size: int, trainer: Trainer | None, train: bool, collate_fn: Callable,
-           num_workers: int, pin_memory: bool, drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
-    """A DataModule's loader, sharded over the trainer's processes by archlab itself (trainers run
-    with ``use_distributed_sampler=false``):
+def sharded_sampler(dataset: Sized, trainer: Trainer | None, train: bool) -> Sampler:
+    """The order a process visits ``dataset`` in, sharded over the trainer's processes by archlab
+    itself (trainers run with ``use_distributed_sampler=false``):
 
     - training: each process a disjoint, equal share (``DistributedSampler``), reshuffled every
       epoch (Lightning calls ``set_epoch``) from the run's seed, the same on every process;
     - evaluation: every example exactly once (Lightning's ``UnrepeatedDistributedSampler``,
       shares differ by at most one example, no padding duplicates), so metrics, which sum their
       states over processes, score exactly what one process scores;
-    - one process: the loader's own order (shuffled for training).
-
-    ``sampler``, when given, shards itself (e.g. the length-grouped sampler). Workers are kept
-    alive across epochs instead of being restarted for each."""
+    - one process: shuffled from the global RNG for training (as ``DataLoader(shuffle=True)``),
+      in order for evaluation."""
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
     if not train and 0 < len(dataset) < world:  # a process without examples would leave the others waiting
         raise ConfigError(f"an evaluation set of {len(dataset)} examples cannot be shared by {world} processes; "
                           "evaluate more examples or on fewer devices")
-    if sampler is None and world > 1:
-        # the seed seed_everything set (PL_GLOBAL_SEED), the same in every process; 0 without one
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        sampler = (DistributedSampler(dataset, world, rank, shuffle=True, seed=seed) if train
-                   else UnrepeatedDistributedSampler(dataset, world, rank, shuffle=False))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      drop_last=drop_last, collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+    if world == 1:
+        return RandomSampler(dataset) if train else SequentialSampler(dataset)
+    # the seed seed_everything set (PL_GLOBAL_SEED), the same in every process; 0 without one
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    return (DistributedSampler(dataset, world, rank, shuffle=True, seed=seed) if train
+            else UnrepeatedDistributedSampler(dataset, world, rank, shuffle=False))
+
+
+def loader(dataset: Dataset, batch_size: int, trainer: Trainer | None, train: bool, collate_fn: Callable,
+           num_workers: int, pin_memory: bool, drop_last: bool = False, sampler: Sampler | None = None) -> DataLoader:
+    """A DataModule's loader over :func:`sharded_sampler`'s order, or over ``sampler`` when given
+    (it shards itself, e.g. the length-grouped sampler). Workers are kept alive across epochs
+    instead of being restarted for each."""
+    sampler = sampler or sharded_sampler(dataset, trainer, train)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, collate_fn=collate_fn,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
 
 
 def per_device_batch_size(batch_size: int, trainer: Trainer | None) -> int:

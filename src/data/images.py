@@ -1,18 +1,19 @@
 """What the in-memory image DataModules share (classification, generation): reading through the
 image-source registry, the check of ``provides`` against the files, a validation set carved out of
-the training split, and loaders over the per-device share of the global batch."""
+the training split, and loaders over the per-device share of the global batch: a ``DataLoader``
+with per-image transforms, or whole batches sliced from the images on the training device."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate, random_split
 from torchvision.transforms import v2
 
-from src.data.common import augmentation, check_augment, loader, per_device_batch_size
+from src.data.common import BATCH_AUGMENTATIONS, augmentation, check_augment, loader, per_device_batch_size, sharded_sampler
 from src.data.sources.images import image_source
 from src.utils.errors import ConfigError, DataError
 
@@ -45,6 +46,9 @@ def label_subset(indices: Sequence[int], targets: torch.Tensor, fraction: float,
     return sorted(torch.cat(kept).tolist())
 
 
+LOADERS = ("batches", "items")
+
+
 class TensorImageDataset(Dataset):
     """uint8 images ``(N, C, H, W)`` held in memory; ``transform`` (augmentation) runs per item."""
 
@@ -72,6 +76,35 @@ class NormalizeBatch:
         return self.transform(images), targets
 
 
+class BatchLoader:
+    """Batches sliced from uint8 images held on the training device, augmented and normalised a
+    whole batch at a time (airbench's loading): no per-image Python, no collate, no host-to-device
+    copy. Visits ``indices`` in the order of ``sampler`` (the same sharding and shuffling as the
+    ``DataLoader`` path; Lightning calls ``sampler.set_epoch``)."""
+
+    batch_sampler = None  # with ``sampler``, the DataLoader attributes Lightning inspects
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, indices: Sequence[int], sampler: Sampler,
+                 batch_size: int, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None, drop_last: bool = False) -> None:
+        self.images, self.targets, self.sampler = images, targets, sampler
+        self.indices = torch.as_tensor(list(indices), device=images.device)
+        self.batch_size, self.normalize, self.augment, self.drop_last = batch_size, normalize, augment, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.indices[torch.as_tensor(list(self.sampler), device=self.indices.device)]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start: start + self.batch_size]
+            images = self.images[index]
+            if self.augment is not None:
+                images = self.augment(images)
+            yield self.normalize(images), self.targets[index]
+
+
 class ImageDataModule(LightningDataModule):
     """``(image, label)`` batches of one dataset of :data:`~src.data.sources.images.IMAGE_SOURCES`.
 
@@ -82,6 +115,10 @@ class ImageDataModule(LightningDataModule):
       ``split_seed``, independent of the training seed, so every run sees the same validation set;
       never augmented (``augment`` applies to the training images only).
     - predict (eval.py): the first ``num_samples`` test images (null: all).
+    - ``loader``: ``batches`` (:class:`BatchLoader`: the images on the training device, batches
+      sliced, augmented and normalised as tensors) or ``items`` (a ``DataLoader`` with per-image
+      augmentation, ``num_workers`` and ``pin_memory``). Both give the same batches in the same
+      order for the same seed, but for the random draws of augmentation.
 
     Subclasses give ``_collate()`` (how a batch is scaled) and may add test loaders.
     """
@@ -104,20 +141,24 @@ class ImageDataModule(LightningDataModule):
         download: bool = True,
         source: str = "auto",
         num_samples: int | None = None,
+        loader: str = "batches",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.source = image_source(dataset)
         self.provides = dict(provides)
         check_augment(augment)
+        if loader not in LOADERS:
+            raise ConfigError(f"data.loader={loader!r} is not one of {', '.join(LOADERS)}")
         if not 0 < label_fraction <= 1:
             raise ConfigError(f"data.label_fraction={label_fraction} must be in (0, 1]: the share of training labels kept")
         self.batch_size_per_device = batch_size
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
+        self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _collate(self) -> Callable:
+    def _collate(self) -> NormalizeBatch:
         raise NotImplementedError
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,21 +201,35 @@ class ImageDataModule(LightningDataModule):
                 f"but the files hold {held} of {n_classes} classes; fix the provides block of its config"
             )
 
-    def _loader(self, dataset: Dataset | None, train: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, train: bool = False, drop_last: bool = False) -> DataLoader | BatchLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        if self.hparams.loader == "batches":
+            return self._batch_loader(dataset, train, drop_last)
         return loader(dataset, self.batch_size_per_device, self.trainer, train, self._collate(), self.hparams.num_workers,
                       self.hparams.pin_memory, drop_last)
 
-    def train_dataloader(self) -> DataLoader:
+    def _batch_loader(self, dataset: Dataset, train: bool, drop_last: bool) -> BatchLoader:
+        """A :class:`BatchLoader` over ``dataset`` (a :class:`TensorImageDataset` or a Subset of
+        one), whose tensors go to the training device once, shared by every loader over them."""
+        base, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, range(len(dataset)))
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        key = id(base.images)  # the training and validation datasets share their tensors: one copy
+        if key not in self._on_device or self._on_device[key][0].device != device:
+            self._on_device[key] = (base.images.to(device), base.targets.to(device))
+        augment = BATCH_AUGMENTATIONS[self.hparams.augment](base.images.shape[-1]) if train else None
+        return BatchLoader(*self._on_device[key], indices, sharded_sampler(dataset, self.trainer, train),
+                           self.batch_size_per_device, self._collate().transform, augment, drop_last)
+
+    def train_dataloader(self) -> DataLoader | BatchLoader:
         return self._loader(self.data_train, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | BatchLoader:
         return self._loader(self.data_val)
 
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+    def test_dataloader(self) -> DataLoader | BatchLoader | list[DataLoader | BatchLoader]:
         return self._loader(self.data_test)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader | BatchLoader:
         n = self.hparams.num_samples
         return self._loader(self.data_test if n is None else Subset(self.data_test, range(min(n, len(self.data_test)))))
