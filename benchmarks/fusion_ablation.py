@@ -3,9 +3,10 @@ its fusion swapped for concat and for FiLM (same CNN and GRU encoders, same epoc
 Each row is one `python train.py` process: wall time (start to exit) and test accuracy overall
 and per question type. Target for cross_attention: >= 99.5 % test accuracy within 4 epochs.
 
-`epochs_to_995`: the fewest epochs after which cross_attention's test accuracy is >= 99.5 %, each
-budget a full run of the experiment's one-cycle schedule compressed to that many epochs
-(`--budgets`, default 2 3 4; null when none reaches it). Test split only, one run per budget.
+`epochs_to_995`: the fewest epochs after which cross_attention's test accuracy is >= 99.5 %, among
+its run with the experiment's epochs and the `--budgets` (default 2 3 4), each a full run of the
+experiment's one-cycle schedule compressed to that many epochs (null when none reaches it). Test
+split only, one run per budget.
 
     python benchmarks/fusion_ablation.py [--fusions cross_attention concat film] [--epochs N] [--budgets 2 3 4]
 """
@@ -46,12 +47,13 @@ def main() -> None:
     if ours:
         print(f"\ncross_attention: {ours['test_acc']:.2%} test accuracy after {ours['epochs']} epochs in {ours['seconds']:.0f} s")
         figures |= {"test_acc": ours["test_acc"], "seconds": ours["seconds"], "epochs": ours["epochs"]}
-    if budgets:
-        reached = [r["budget"] for r in budgets if r["test_acc"] >= TARGET_ACC]
+    runs = budgets + ([ours] if ours else [])
+    if runs:
+        reached = sorted(r["epochs"] for r in runs if r["test_acc"] >= TARGET_ACC)
         figures["epochs_to_995"] = reached[0] if reached else None
         figures["meets_target"] = bool(reached) and reached[0] <= TARGET_EPOCHS
-        accs = ", ".join(f"{r['budget']}: {r['test_acc']:.2%}" for r in budgets)
-        print(f"epochs to {TARGET_ACC:.1%}: {figures['epochs_to_995']} (target <= {TARGET_EPOCHS}; budgets {accs})")
+        accs = ", ".join(f"{r['epochs']}: {r['test_acc']:.2%}" for r in sorted(runs, key=lambda r: r["epochs"]))
+        print(f"epochs to {TARGET_ACC:.1%}: {figures['epochs_to_995']} (target <= {TARGET_EPOCHS}; epochs: test acc {accs})")
     emit(figures)
 
 

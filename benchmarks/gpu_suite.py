@@ -140,14 +140,14 @@ class Plan:
     def common(self) -> list[str]:
         return [f"trainer={self.trainer}", "callbacks.model_summary=null", self.timer()]
 
-    def tiny(self, kind: str) -> list[str]:
+    def tiny(self, *kinds: str) -> list[str]:
         """--smoke's cut of a run: a few batches, small models."""
         if not self.smoke:
             return []
         n = self.warmup + self.steps + 1
         cut = [f"trainer.limit_train_batches={n}", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                "trainer.max_epochs=1", "++trainer.num_sanity_val_steps=0"]
-        return cut + {
+        return cut + [override for kind in kinds for override in {
             "mnist": [], "vqa": [],
             "gan": ["trainer.val_check_interval=1.0", "data.val_size=256"],
             "summarization": ["data.max_examples.train=200", "data.max_examples.validation=8", "data.tokenizer.vocab_size=600",
@@ -157,7 +157,7 @@ class Plan:
             "lstm": ["model.net.embed_dim=32", "model.net.hidden=32"],
             "transformer": ["model.net.dim=32", "model.net.num_heads=2", "model.net.encoder_layers=1",
                             "model.net.decoder_layers=1", "model.net.ff_hidden=64"],
-        }[kind]
+        }[kind]]
 
     def summarization_data(self) -> list[str]:
         train = [] if self.smoke else [f"data.max_examples.train={CARRY_PAIRS['train']}"]  # the pairs the carried BPE knows
@@ -180,7 +180,7 @@ class Plan:
         model = task.split("_", 1)[1]
         return [f"experiment={SUMMARIZERS[model]}", *self.summarization_data(), *self.common(),
                 cap(self.caps["summarization"]), "trainer.min_epochs=0", "trainer.max_epochs=1", "trainer.limit_val_batches=2",
-                *self.tiny("summarization"), *self.tiny(model)]
+                *self.tiny("summarization", model)]
 
     def timing_only(self, task: str) -> list[str]:
         """The same run cut to the step-time window: W+N batches, no validation or test."""

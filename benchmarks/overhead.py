@@ -22,42 +22,40 @@ import time
 
 T0 = time.perf_counter()
 
-from common import ROOT, data_dir, emit, print_table  # noqa: E402
+from common import ROOT, bare_components, bare_optimizer, data_dir, emit, print_table  # noqa: E402
 
 EXPERIMENT = "mnist_cnn"
 
 
 def bare_loop(epochs: int) -> None:
-    """Child process: the plain-PyTorch side. Prints a JSON line with its timings."""
+    """Child process: the plain-PyTorch side (the same net, loader, optimizer, schedule and
+    precision as the experiment). Prints a JSON line with its timings."""
     import torch
     import torch.nn.functional as F
-    from hydra.utils import instantiate
 
-    from src.utils.config import compose
-    from src.utils.instantiate import instantiate_component
-
-    cfg = compose("train", [f"experiment={EXPERIMENT}", f"trainer.max_epochs={epochs}", f"data.data_dir={data_dir()}"], ROOT / "logs")
-    torch.manual_seed(cfg.seed)
-    dm = instantiate_component(cfg.data)
-    dm.setup()
-    net = instantiate(cfg.model.net).to(memory_format=torch.channels_last)
-    opt = instantiate(cfg.model.optimizer)(params=net.parameters())
+    cfg, dm, net = bare_components([f"experiment={EXPERIMENT}", f"trainer.max_epochs={epochs}", f"data.data_dir={data_dir()}"],
+                                   ROOT / "logs")
+    if cfg.model.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-    sched = instantiate(cfg.model.scheduler)(optimizer=opt, total_steps=epochs * len(train_loader))
+    opt, sched = bare_optimizer(cfg.model.optimizer, net.parameters(), cfg.model.scheduler, epochs * len(train_loader))
+    bf16 = str(cfg.trainer.precision).startswith("bf16")
     times = []
     t_loop = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         t = time.perf_counter()
+        train_loader.sampler.set_epoch(epoch) if hasattr(train_loader.sampler, "set_epoch") else None
         net.train()
         for x, y in train_loader:
-            loss = F.cross_entropy(net(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
         net.eval()
         correct = 0
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for x, y in val_loader:
                 correct += (net(x).argmax(1) == y).sum().item()
         times.append(time.perf_counter() - t)

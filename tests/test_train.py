@@ -100,6 +100,6 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
 def test_max_time_ends_training(cfg_train, timer: list[str]) -> None:
     """``trainer.max_time`` stops a run whether or not the default Timer callback is there (which
     enforces it: Lightning ignores the Trainer's own beside a Timer)."""
-    cfg = cfg_train("model=cnn", "data=digits", *timer, "trainer.max_epochs=200", "trainer.max_time=00:00:00:02", "test=false")
+    cfg = cfg_train("model=cnn", "data=digits", *timer, "trainer.max_epochs=200", "trainer.max_time=00:00:00:01", "test=false")
     _, objects = train(cfg)
     assert 0 < objects["trainer"].current_epoch < 200
