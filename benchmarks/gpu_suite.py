@@ -6,7 +6,8 @@ Sections (each through the entry points as users run them: ``python train.py ...
 1. MNIST time to 99.3 % test accuracy (``experiment=mnist_cnn``): process wall time and test acc.
    Its checkpoint is the classifier of section 3's FID features.
 2. easy-VQA time to 99.5 % (``experiment=easy_vqa_cross_attention``): the same.
-3. DCGAN on MNIST for 3 minutes (``experiment=mnist_dcgan trainer.max_time=00:00:03:00``): test/fid
+3. DCGAN on MNIST, the experiment's 2 epochs capped at 3 minutes (``experiment=mnist_dcgan
+   trainer.max_time=00:00:03:00``): test/fid
    divided by test/fid_floor (real-vs-real, same features), as gan_quality.py reads them.
 4. CNN/DailyMail (pg_tokenized): Lead-3 (``eval.py model=lead3``), then a short training run of the
    pointer-generator LSTM (``experiment=cnndm_lstm``) and of the small Transformer

@@ -30,8 +30,9 @@ OFFLINE = {"hf_seq2seq": lambda hf_dir: [f"model.net.name={hf_dir}", f"data.toke
            "torchvision": lambda _: ["model.net.weights=null"]}  # its published weights are a download
 # span corruption needs sentinel tokens, which the tiny BART's tokenizer (a BPE without them) lacks
 UNFIT = {("hf_seq2seq", "cnndm_wikitext_denoising")}
-SLOW = {("dcgan", "cifar10_generation"), ("wgan_gp", "cifar10_generation"), ("dcgan", "easy_vqa_generation"),
-        ("wgan_gp", "easy_vqa_generation"),  # RGB GANs on 32x32 and 64x64 images: long tests
+SLOW = {("dcgan", "cifar10_generation"), ("wgan_gp", "cifar10_generation"), ("sagan", "cifar10_generation"),
+        ("dcgan", "easy_vqa_generation"), ("wgan_gp", "easy_vqa_generation"), ("sagan", "easy_vqa_generation"),
+        # (above) RGB GANs on 32x32 and 64x64 images: long tests
         # an ImageNet-sized ResNet-18: digits (the default data) stays in the default suite
         ("torchvision", "mnist"), ("torchvision", "fashion_mnist"), ("torchvision", "cifar10"),
         # SimCLR's ResNet-9 encoder: model=simclr covers the contrastive task in the default suite

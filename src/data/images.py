@@ -84,10 +84,13 @@ class BatchLoader:
 
     batch_sampler = None  # with ``sampler``, the DataLoader attributes Lightning inspects
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, indices: Sequence[int], sampler: Sampler,
+    def __init__(self, dataset: TensorImageDataset | Subset, images: torch.Tensor, targets: torch.Tensor, sampler: Sampler,
                  batch_size: int, normalize: Callable[[torch.Tensor], torch.Tensor],
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, drop_last: bool = False) -> None:
-        self.images, self.targets, self.sampler = images, targets, sampler
+        """``images`` and ``targets``: the tensors of ``dataset`` (or of the dataset it is a Subset
+        of), already on the training device."""
+        self.dataset, self.images, self.targets, self.sampler = dataset, images, targets, sampler
+        indices = dataset.indices if isinstance(dataset, Subset) else range(len(dataset))
         self.indices = torch.as_tensor(list(indices), device=images.device)
         self.batch_size, self.normalize, self.augment, self.drop_last = batch_size, normalize, augment, drop_last
 
@@ -212,13 +215,13 @@ class ImageDataModule(LightningDataModule):
     def _batch_loader(self, dataset: Dataset, train: bool, drop_last: bool) -> BatchLoader:
         """A :class:`BatchLoader` over ``dataset`` (a :class:`TensorImageDataset` or a Subset of
         one), whose tensors go to the training device once, shared by every loader over them."""
-        base, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, range(len(dataset)))
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         key = id(base.images)  # the training and validation datasets share their tensors: one copy
         if key not in self._on_device or self._on_device[key][0].device != device:
             self._on_device[key] = (base.images.to(device), base.targets.to(device))
         augment = BATCH_AUGMENTATIONS[self.hparams.augment](base.images.shape[-1]) if train else None
-        return BatchLoader(*self._on_device[key], indices, sharded_sampler(dataset, self.trainer, train),
+        return BatchLoader(dataset, *self._on_device[key], sharded_sampler(dataset, self.trainer, train),
                            self.batch_size_per_device, self._collate().transform, augment, drop_last)
 
     def train_dataloader(self) -> DataLoader | BatchLoader:

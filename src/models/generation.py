@@ -1,6 +1,7 @@
-"""LightningModule for image generation with GANs: DCGAN (non-saturating loss) and WGAN-GP
-(Wasserstein loss, gradient penalty, several critic steps per generator step). Sample quality
-is measured by :mod:`src.metrics.image_quality`."""
+"""LightningModule for image generation with GANs: DCGAN (non-saturating loss), WGAN-GP
+(Wasserstein loss, gradient penalty, several critic steps per generator step) and SAGAN (hinge
+loss, spectral norm, self-attention). Sample quality is measured by
+:mod:`src.metrics.image_quality`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.utils import save_image
@@ -22,13 +24,35 @@ from src.models.nets.gan import GAN
 from src.utils.errors import ConfigError
 from src.utils.plots import log_figure, sample_grid_figure
 
-LOSSES = ("nonsaturating", "wasserstein")
+LOSSES = ("nonsaturating", "wasserstein", "hinge")
+
+
+@torch.no_grad()
+def refresh_parametrizations(module: torch.nn.Module) -> None:
+    """Recomputes every parametrized weight of ``module`` once in training mode: for spectral norm,
+    one power iteration on the weight as it is now, updating its singular-vector buffers.
+
+    The EMA generator needs it: ``AveragedModel`` averages the weights *and* the power-iteration
+    vectors ``_u``, ``_v`` (buffers), and the average of unit vectors is not a singular vector of
+    the averaged weight; in eval mode spectral norm only reads them. One iteration per update,
+    warm-started from the previous vectors, keeps the EMA weight divided by its own largest
+    singular value (as the live generator's is)."""
+    for m in module.modules():
+        if parametrize.is_parametrized(m):
+            for name, plist in m.parametrizations.items():
+                was_training = plist.training
+                plist.train()
+                getattr(m, name)
+                plist.train(was_training)
 
 
 class GenerationModule(TaskModule):
     """Adversarial training of ``net.generator`` against ``net.discriminator`` with Lightning's
     manual optimization: one discriminator (critic) step per batch, one generator step every
     ``n_critic`` batches, each under ``toggle_optimizer`` so the other net gets no gradients.
+    ``loss``: ``nonsaturating`` (DCGAN), ``wasserstein`` (WGAN-GP, with ``gp_weight``) or ``hinge``
+    (SAGAN); ``train/d_real`` and ``train/d_fake`` are D's mean probabilities for the first, its
+    mean raw scores for the others.
 
     An EMA copy of the generator (``g_ema``) makes the samples: the fixed-noise grid logged each
     epoch, the images scored by the metrics, and those ``eval.py`` writes.
@@ -130,6 +154,10 @@ class GenerationModule(TaskModule):
         if self.hparams.loss == "nonsaturating":
             out = {"d_loss": F.softplus(-d_real).mean() + F.softplus(d_fake).mean(),
                    "d_real": torch.sigmoid(d_real).mean(), "d_fake": torch.sigmoid(d_fake).mean()}
+        elif self.hparams.loss == "hinge":
+            # SAGAN's hinge loss: D is only pushed while a real score is below 1 or a fake one above -1
+            out = {"d_loss": F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean(), "d_real": d_real.mean(),
+                   "d_fake": d_fake.mean()}
         else:
             out = {"d_loss": d_fake.mean() - d_real.mean(), "d_real": d_real.mean(), "d_fake": d_fake.mean(),
                    "wasserstein": d_real.mean() - d_fake.mean()}
@@ -147,6 +175,7 @@ class GenerationModule(TaskModule):
 
     def _generator_loss(self, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         score = self.net.discriminator(fake, labels)
+        # hinge and Wasserstein: G raises D's raw score of its samples
         return F.softplus(-score).mean() if self.hparams.loss == "nonsaturating" else -score.mean()
 
     def _schedulers(self) -> list[Any]:
@@ -188,6 +217,7 @@ class GenerationModule(TaskModule):
         if step_schedulers and schedulers:
             schedulers[0].step()
         self.g_ema.update_parameters(self.net.generator)
+        refresh_parametrizations(self.g_ema.module)  # spectral norm of the averaged weights
         self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
 
     def on_train_epoch_end(self) -> None:

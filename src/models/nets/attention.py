@@ -142,3 +142,24 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(self.self_attn.attend(h, k, v, causal=x.shape[1] > 1))
         x = x + self.drop(self.cross_attn.attend(self.cross_norm(x), *memory_kv, key_padding_mask=memory_padding_mask))
         return x + self.drop(self.ff(self.ff_norm(x))), (k, v)
+
+
+class SelfAttention2d(nn.Module):
+    """Self-attention over the positions of a feature map (SAGAN, Zhang et al. 2019): every
+    position attends to every other, so distant parts of an image can agree (convolutions only
+    see a neighbourhood). ``(B, C, H, W)`` is flattened to ``H * W`` tokens of width ``C``, attended
+    with :class:`MultiHeadAttention` and added back as ``x + gamma * attention(x)``; ``gamma`` is a
+    learned scalar initialised at 0, so the block starts as the identity and the net learns how
+    much non-local evidence to use. (SAGAN narrows queries and keys to C/8; here they keep the
+    width ``C`` that :class:`MultiHeadAttention` shares between queries, keys and values.)"""
+
+    def __init__(self, channels: int, num_heads: int = 1, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(channels, num_heads, dropout, bias)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        out = self.attn(tokens).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.gamma * out
