@@ -85,14 +85,17 @@ class BatchLoader:
     batch_sampler = None  # with ``sampler``, the DataLoader attributes Lightning inspects
 
     def __init__(self, dataset: TensorImageDataset | Subset, images: torch.Tensor, targets: torch.Tensor, sampler: Sampler,
-                 batch_size: int, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 batch_size: int, collate_fn: NormalizeBatch,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, drop_last: bool = False) -> None:
         """``images`` and ``targets``: the tensors of ``dataset`` (or of the dataset it is a Subset
-        of), already on the training device."""
+        of), already on the training device. ``collate_fn`` is what the ``DataLoader`` path
+        collates items with (kept for callers that batch the dataset themselves); its
+        ``transform`` normalises the sliced batches."""
         self.dataset, self.images, self.targets, self.sampler = dataset, images, targets, sampler
+        self.collate_fn, self.normalize = collate_fn, collate_fn.transform
         indices = dataset.indices if isinstance(dataset, Subset) else range(len(dataset))
         self.indices = torch.as_tensor(list(indices), device=images.device)
-        self.batch_size, self.normalize, self.augment, self.drop_last = batch_size, normalize, augment, drop_last
+        self.batch_size, self.augment, self.drop_last = batch_size, augment, drop_last
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -120,8 +123,9 @@ class ImageDataModule(LightningDataModule):
     - predict (eval.py): the first ``num_samples`` test images (null: all).
     - ``loader``: ``batches`` (:class:`BatchLoader`: the images on the training device, batches
       sliced, augmented and normalised as tensors) or ``items`` (a ``DataLoader`` with per-image
-      augmentation, ``num_workers`` and ``pin_memory``). Both give the same batches in the same
-      order for the same seed, but for the random draws of augmentation.
+      augmentation, ``num_workers`` and ``pin_memory``). Both shard and shuffle alike and give
+      identical evaluation batches; training draws its shuffles and augmentations differently.
+      ``trainer.overfit_batches`` takes the ``items`` path (Lightning rebuilds its DataLoader).
 
     Subclasses give ``_collate()`` (how a batch is scaled) and may add test loaders.
     """
@@ -207,7 +211,8 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, train: bool = False, drop_last: bool = False) -> DataLoader | BatchLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        if self.hparams.loader == "batches":
+        # trainer.overfit_batches rebuilds a DataLoader with a sequential sampler: the items path
+        if self.hparams.loader == "batches" and not getattr(self.trainer, "overfit_batches", 0):
             return self._batch_loader(dataset, train, drop_last)
         return loader(dataset, self.batch_size_per_device, self.trainer, train, self._collate(), self.hparams.num_workers,
                       self.hparams.pin_memory, drop_last)
@@ -222,7 +227,7 @@ class ImageDataModule(LightningDataModule):
             self._on_device[key] = (base.images.to(device), base.targets.to(device))
         augment = BATCH_AUGMENTATIONS[self.hparams.augment](base.images.shape[-1]) if train else None
         return BatchLoader(dataset, *self._on_device[key], sharded_sampler(dataset, self.trainer, train),
-                           self.batch_size_per_device, self._collate().transform, augment, drop_last)
+                           self.batch_size_per_device, self._collate(), augment, drop_last)
 
     def train_dataloader(self) -> DataLoader | BatchLoader:
         return self._loader(self.data_train, train=True)
