@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.utils.errors import UserError
+from src.core.errors import UserError
 from src.utils.results import write_comparison
 
 

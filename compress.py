@@ -16,23 +16,22 @@ from typing import Any
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
-import lightning as L
 import torch
 from lightning import Callback, Trainer
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
 from src.callbacks.run_metadata import RunMetadata
 from src.compression.measure import latency_ms, nonzero_params, size_mb
 from src.compression.recipes import Job, Recipe
-from src.utils.checkpoint import load_checkpoint
-from src.utils.config import check_compatibility, register_resolvers
-from src.utils.errors import CheckpointError, ConfigError
-from src.utils.instantiate import instantiate_component, instantiate_loggers
+from src.core.errors import ConfigError
+from src.session import build, make_trainer
+from src.utils.config import register_resolvers
+from src.utils.instantiate import instantiate_component
 from src.utils.pylogger import RankedLogger
-from src.utils.run import extras, task_wrapper
-from src.utils.tracking import configure_from_checkpoint
+from src.utils.results import markdown
+from src.utils.run import task_wrapper
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -51,8 +50,7 @@ def _measure(cfg: DictConfig, job: Job, name: str, net: nn.Module, artifact: Pat
     and latency of ``net`` alone."""
     module = job.module
     original, module.net = module.net, net
-    trainer = instantiate_component(cfg.trainer, logger=False, callbacks=[], default_root_dir=str(job.out_dir / name),
-                                    enable_checkpointing=False)
+    trainer = make_trainer(cfg, [], loggers=False, default_root_dir=str(job.out_dir / name), enable_checkpointing=False)
     metrics = trainer.test(module, datamodule=job.datamodule, verbose=False)[0]
     module.net = original
     mb, gz = size_mb(artifact)
@@ -82,45 +80,25 @@ def scale_learning_rates(module: Any, scale: float) -> None:
             setattr(module, name, functools.partial(factory, **{key: factory.keywords[key] * scale}))
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
-    lines += ["| " + " | ".join("" if row.get(k) is None else f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])
-                                for k in keys) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 @task_wrapper
 def compress(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load the checkpoint (``weights_only=True``), test it, apply ``cfg.compression``, test the
     result, and write the artifact and the before/after table to the run dir."""
-    if not cfg.get("ckpt_path"):
-        raise CheckpointError("compress.py needs ckpt_path=<run dir>/checkpoints/<file>.ckpt")
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    choices = configure_from_checkpoint(cfg, ckpt, cfg.ckpt_path)
-    check_compatibility(cfg, choices)
+    session = build(cfg, "compress")
+    module, datamodule, choices = session.module, session.datamodule, session.choices
     recipe: Recipe = instantiate_component(cfg.compression)
     if cfg.model.get("task") not in recipe.tasks:
         raise ConfigError(f"compression={choices.get('compression', recipe.name)} works on {', '.join(recipe.tasks)} "
                           f"checkpoints; {cfg.ckpt_path} is a {cfg.model.get('task')} checkpoint")
-    extras(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-
-    module = instantiate_component(cfg.model)
-    module.load_state_dict(ckpt["state_dict"])
-    datamodule = instantiate_component(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
     out = Path(cfg.paths.output_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
 
     scale_learning_rates(module, cfg.finetune.lr_scale)
 
     def finetune(epochs: int, callbacks: list[Callback]) -> Trainer:
-        trainer = instantiate_component(cfg.trainer, max_epochs=epochs, enable_checkpointing=False,
-                                        callbacks=[*callbacks, RunMetadata(resolved, choices)],
-                                        logger=instantiate_loggers(cfg.get("logger")) or False)
+        trainer = make_trainer(cfg, [*callbacks, RunMetadata(session.resolved, choices)], max_epochs=epochs,
+                               enable_checkpointing=False)
         trainer.fit(module, datamodule=datamodule)
         return trainer
 
@@ -134,7 +112,7 @@ def compress(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     fp32.unlink()  # the checkpoint holds these weights already; its size is in the table
     rows = [before, after]
     (out / "compression.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = _markdown(rows)
+    table = markdown(rows) + "\n"
     (out / "compression.md").write_text(table)
     log.info("Compression table (also in compression.md):\n" + table)
     return {"rows": rows}, {"cfg": cfg, "module": module, "net": net, "datamodule": datamodule}

@@ -11,17 +11,13 @@ from typing import Any
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig
 
-from src.utils.checkpoint import load_checkpoint
-from src.utils.config import check_compatibility, config_choices, register_resolvers
+from src.session import build
+from src.utils.config import register_resolvers
 from src.utils.distributed import gather_rows
-from src.utils.errors import CheckpointError
-from src.utils.instantiate import instantiate_component, instantiate_loggers
 from src.utils.pylogger import RankedLogger
-from src.utils.run import extras, task_wrapper
-from src.utils.tracking import configure_from_checkpoint
+from src.utils.run import task_wrapper
 
 register_resolvers()
 log = RankedLogger(__name__)
@@ -32,24 +28,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rebuild the model and data a checkpoint was trained with (command-line overrides on top),
     load its weights (``weights_only=True``), run the test loop and write ``predictions.jsonl``.
     A net without weights (Lead-3) runs without ``ckpt_path``, on the composed config."""
-    ckpt = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    choices = configure_from_checkpoint(cfg, ckpt, cfg.ckpt_path) if ckpt is not None else config_choices()
-    check_compatibility(cfg, choices)
-    extras(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-
-    model = instantiate_component(cfg.model)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])
-        model.on_load_checkpoint(ckpt)  # as LightningModule.load_from_checkpoint does
-    elif model.needs_checkpoint:
-        raise CheckpointError(f"model={choices.get('model', cfg.model._target_)} needs trained weights: "
-                              "pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
-    datamodule = instantiate_component(cfg.data)
-    if ckpt is not None and hasattr(datamodule, "adopt_checkpoint"):  # e.g. the tokenizer the net was trained with
-        datamodule.adopt_checkpoint(ckpt)
-    trainer = instantiate_component(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
+    session = build(cfg, "eval")
+    model, datamodule, trainer = session.module, session.datamodule, session.trainer
 
     log.info(f"Testing {cfg.ckpt_path or cfg.model._target_}")
     model.test_predictions = []
@@ -63,7 +43,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         with open(out, "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
         log.info(f"Predictions written to {out}")
-    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+    return metrics, session.objects()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval.yaml")

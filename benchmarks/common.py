@@ -28,12 +28,11 @@ def versions() -> dict[str, str]:
 
 
 def git_sha() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The commit the figures come from, ``-dirty`` when tracked files had changes."""
+    from src.utils.tracking import git_state
+
+    state = git_state(ROOT)
+    return state["git/sha"] + ("-dirty" if state["git/dirty"] else "") if state else "unknown"
 
 
 def machine() -> dict[str, Any]:

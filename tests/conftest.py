@@ -12,7 +12,9 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -204,6 +206,47 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     BartForConditionalGeneration(config).save_pretrained(out)
     return out
+
+
+# -- a short training run of each task ------------------------------------------------------------------
+LIMITS = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+
+
+def task_runs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Per task: a short training run with settings that differ from its model's defaults, and its
+    test metric."""
+    pairs = synthetic_pairs_dir(tmp_path / "pairs")
+    return {
+        "classification": (["model=resnet9", "model.net.width=8", "data.batch_size=32"], "test/acc"),
+        "vqa": (["model=fusion", "data=easy_vqa", "model.net.fusion=film", "model.net.dim=32", "data.batch_size=8"],
+                "test/acc"),
+        "generation": (["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "model.conditional=true",
+                        "model.latent_dim=16"], "test/fid"),
+        "summarization": ([*pairs_overrides(pairs, tmp_path / "cache"), "model=transformer", "model.net.dim=32",
+                           "model.net.num_heads=2", "model.net.encoder_layers=1", "model.net.decoder_layers=1",
+                           "model.net.ff_hidden=64", "model.generation.max_len=8", "model.generation.min_len=0",
+                           "model.val_generation.max_len=8"], "test/rouge1"),
+    }
+
+
+Trained = tuple[Path, dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
+    """The best checkpoint of a short training run of a task (trained once per test session), and the
+    run's objects."""
+    runs: dict[str, Trained] = {}
+
+    def get(task: str) -> Trained:
+        if task not in runs:
+            root = tmp_path_factory.mktemp(task)
+            overrides, _ = task_runs(root)[task]
+            _, objects = train(compose("train", [*FAST, *LIMITS, *overrides], root / "train"))
+            runs[task] = Path(objects["trainer"].checkpoint_callback.best_model_path), objects
+        return runs[task]
+
+    return get
 
 
 # -- resume harness -----------------------------------------------------------------------------------

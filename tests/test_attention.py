@@ -3,7 +3,11 @@
 import pytest
 import torch
 
-from src.models.nets.attention import EncoderLayer, MultiHeadAttention, SinusoidalPositions
+from src.models.nets.attention import (
+    EncoderLayer,
+    MultiHeadAttention,
+    SinusoidalPositions,
+)
 
 
 def reference(mha: MultiHeadAttention, x, context, pad, causal):

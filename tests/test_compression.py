@@ -13,13 +13,21 @@ import pytest
 import torch
 
 from compress import compress, scale_learning_rates
-from src.callbacks.pruning import MagnitudePruning
+from src.compression.pruning import MagnitudePruning, prunable_weights
 from src.compression.structured import load_resized
+from src.core.errors import ConfigError
 from src.models.nets.cnn import SimpleCNN
 from src.utils.config import compose
-from src.utils.errors import ConfigError
 from src.utils.instantiate import instantiate_component
-from tests.conftest import FAST, QUIET, final_weights, full_interrupted_resumed, run_cli, run_dirs, run_ok
+from tests.conftest import (
+    FAST,
+    QUIET,
+    final_weights,
+    full_interrupted_resumed,
+    run_cli,
+    run_dirs,
+    run_ok,
+)
 from train import train
 
 PRUNE = ["callbacks=[default,pruning]"]
@@ -46,6 +54,13 @@ def test_schedule_reaches_the_target_gradually() -> None:
         left *= 1 - cb._amount(e)
     assert 1 - left == pytest.approx(0.9)
     assert cb._amount(4) == 0.0  # fine-tuning epochs prune nothing more
+
+
+def test_excluding_a_module_keeps_only_that_module() -> None:
+    """``exclude`` names modules: ``layers.1`` is not a prefix of ``layers.10``."""
+    net = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(11)])
+    kept = prunable_weights(net, ("Linear",), exclude=["1"])
+    assert len(kept) == 10 and net[1] not in [m for m, _ in kept] and net[10] in [m for m, _ in kept]
 
 
 def test_pruning_while_training_tests_the_sparse_net(cfg_train) -> None:

@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.utils.config import CONFIG_DIR, check_compatibility, compose, group_options, option_tasks
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
+from src.utils.config import (
+    CONFIG_DIR,
+    check_compatibility,
+    compose,
+    group_options,
+    option_tasks,
+)
 from tests.conftest import compatible_pairs
 
 

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from src.core.errors import ConfigError, DataError
 from src.data.classification import ClassificationDataModule
-from src.utils.errors import ConfigError, DataError
 
 DIGITS = {"task": "classification", "image_shape": [1, 8, 8], "num_classes": 10}
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import metrics_csv, offline_runs, run_ok, synthetic_pairs_dir, wandb_env
+from tests.conftest import (
+    metrics_csv,
+    offline_runs,
+    run_ok,
+    synthetic_pairs_dir,
+    wandb_env,
+)
 
 LIMITS = ["trainer.limit_val_batches=2"]
 # task -> (train.py overrides, test metric, tolerance between 1 and 2 training processes, the

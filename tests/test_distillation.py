@@ -12,9 +12,9 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
 from eval import evaluate
+from src.core.errors import CheckpointError, ConfigError
 from src.models.distillation import Distiller
 from src.utils.config import compose
-from src.utils.errors import CheckpointError, ConfigError
 from src.utils.instantiate import instantiate_component
 from tests.conftest import FAST, QUIET, metrics_csv, run_cli
 from train import train
@@ -142,7 +142,7 @@ def test_bad_settings_are_refused(override: str, message: str, cfg_train, teache
 def test_bad_teacher_is_one_logged_line_and_exit_1(bad: str, cfg_train, teacher: Path, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     path = {"missing": tmp_path / "nowhere.ckpt", "vqa": faked(teacher, tmp_path, task="vqa"), "unset": "null"}[bad]
-    expected = {"missing": f"CheckpointError: ckpt_path={path} does not exist",
+    expected = {"missing": f"CheckpointError: model.distiller.teacher_ckpt={path} does not exist",
                 "vqa": f"ConfigError: the teacher {path} (model=dense) is a 'vqa' model, the student a 'classification' one",
                 "unset": "ConfigError: distill=kd needs a trained teacher: set model.distiller.teacher_ckpt="}[bad]
     with pytest.raises(SystemExit) as e:

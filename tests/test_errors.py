@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
 from src.utils.run import get_metric_value
 from train import train
 

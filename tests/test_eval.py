@@ -8,27 +8,8 @@ import torch
 
 from eval import evaluate
 from src.utils.config import compose
-from tests.conftest import FAST, QUIET, pairs_overrides, synthetic_pairs_dir
+from tests.conftest import FAST, LIMITS, QUIET, task_runs
 from train import train
-
-LIMITS = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
-
-
-def task_runs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
-    """Per task: a short training run with settings that differ from its model's defaults, and its
-    test metric."""
-    pairs = synthetic_pairs_dir(tmp_path / "pairs")
-    return {
-        "classification": (["model=resnet9", "model.net.width=8", "data.batch_size=32"], "test/acc"),
-        "vqa": (["model=fusion", "data=easy_vqa", "model.net.fusion=film", "model.net.dim=32", "data.batch_size=8"],
-                "test/acc"),
-        "generation": (["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "model.conditional=true",
-                        "model.latent_dim=16"], "test/fid"),
-        "summarization": ([*pairs_overrides(pairs, tmp_path / "cache"), "model=transformer", "model.net.dim=32",
-                           "model.net.num_heads=2", "model.net.encoder_layers=1", "model.net.decoder_layers=1",
-                           "model.net.ff_hidden=64", "model.generation.max_len=8", "model.generation.min_len=0",
-                           "model.val_generation.max_len=8"], "test/rouge1"),
-    }
 
 
 @pytest.mark.parametrize("task", ["classification", "vqa", "generation", "summarization"])

@@ -14,13 +14,21 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
 from src.callbacks.finetuning import FreezeUnfreeze
+from src.core.errors import CheckpointError, ConfigError
+from src.core.prefix import rename
+from src.core.weights import load_weights, published_weights
 from src.data.classification import ClassificationDataModule
 from src.models.nets.cnn import SimpleCNN
 from src.models.nets.hf_seq2seq import HFSeq2Seq
 from src.models.nets.torchvision_models import TorchvisionClassifier
-from src.models.pretrained import load_weights, published_weights, read_state_dict, rename
-from src.utils.errors import CheckpointError, ConfigError
-from tests.conftest import QUIET, final_weights, full_interrupted_resumed, metrics_csv, run_ok
+from src.models.pretrained import read_state_dict
+from tests.conftest import (
+    QUIET,
+    final_weights,
+    full_interrupted_resumed,
+    metrics_csv,
+    run_ok,
+)
 from train import train
 
 DIGITS = {"task": "classification", "image_shape": [1, 8, 8], "num_classes": 10}
@@ -213,7 +221,7 @@ def test_resumed_fine_tuning_equals_an_uninterrupted_one(pretrained: Path, tmp_p
 def test_an_unreadable_init_source_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "truncated.ckpt").write_bytes(b"PK\x03\x04 not a zip")
     torch.save([torch.ones(1)], tmp_path / "list.pt")
-    with pytest.raises(CheckpointError, match=r"truncated.ckpt is not readable with weights_only=True"):
+    with pytest.raises(CheckpointError, match=r"truncated.ckpt is not a readable checkpoint with weights_only=True"):
         read_state_dict(tmp_path / "truncated.ckpt")
     with pytest.raises(CheckpointError, match=r"list.pt holds neither a Lightning checkpoint nor a state_dict"):
         read_state_dict(tmp_path / "list.pt")

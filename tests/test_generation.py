@@ -10,6 +10,7 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from src.core.errors import ConfigError, DataError
 from src.data.generation import GenerationDataModule
 from src.data.sources.images import load_digits_split
 from src.metrics.image_quality import (
@@ -23,8 +24,13 @@ from src.metrics.image_quality import (
 from src.models.generation import GenerationModule
 from src.models.nets.gan import GAN, DCGANDiscriminator, DCGANGenerator
 from src.utils.config import compose
-from src.utils.errors import ConfigError, DataError
-from tests.conftest import FAST, final_weights, full_interrupted_resumed, metrics_csv, run_cli
+from tests.conftest import (
+    FAST,
+    final_weights,
+    full_interrupted_resumed,
+    metrics_csv,
+    run_cli,
+)
 from train import train
 
 DIGITS = {"task": "generation", "image_shape": [1, 8, 8], "num_classes": 10}

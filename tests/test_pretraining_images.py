@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.core.errors import ConfigError
+from src.core.prefix import rename
+from src.core.weights import load_weights
 from src.data.views import RandomViews
 from src.models.contrastive import ContrastiveModule, nt_xent
 from src.models.nets.cnn import SimpleCNN
 from src.models.nets.contrastive import ContrastiveNet
 from src.models.nets.resnet import resnet9
-from src.models.pretrained import load_weights, rename
 from src.utils.config import compose
-from src.utils.errors import ConfigError
 from tests.conftest import FAST, metrics_csv, run_ok
 from train import train
 

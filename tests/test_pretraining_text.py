@@ -11,12 +11,31 @@ import pytest
 import torch
 
 from eval import evaluate
-from src.data.denoising import DenoisingCollator, DenoisingDataModule, noise_counts, span_corruption
-from src.data.tokenizers import CHECKPOINT_KEY, fingerprint, tokenizer_from_dict, tokenizer_to_dict, train_bpe
+from src.core.errors import ConfigError, DataError
+from src.data.denoising import (
+    DenoisingCollator,
+    DenoisingDataModule,
+    noise_counts,
+    span_corruption,
+)
+from src.data.tokenizers import (
+    CHECKPOINT_KEY,
+    fingerprint,
+    tokenizer_from_dict,
+    tokenizer_to_dict,
+    train_bpe,
+)
 from src.utils.config import compose
-from src.utils.errors import ConfigError, DataError
 from src.utils.instantiate import instantiate_component
-from tests.conftest import FAST, metrics_csv, pairs_overrides, run_ok, synthetic_pairs, synthetic_pairs_dir, write_jsonl
+from tests.conftest import (
+    FAST,
+    metrics_csv,
+    pairs_overrides,
+    run_ok,
+    synthetic_pairs,
+    synthetic_pairs_dir,
+    write_jsonl,
+)
 from train import train
 
 SENTINELS = list(range(100, 120))

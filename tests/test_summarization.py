@@ -8,13 +8,19 @@ import pytest
 import torch
 
 from eval import evaluate
+from src.core.errors import CheckpointError
 from src.models.nets.decoding import ban_repeated_ngrams, beam_search, greedy_search
 from src.models.nets.lstm import PointerGeneratorLSTM
 from src.models.nets.transformer import TransformerSeq2Seq
 from src.models.summarization import SummarizationModule
 from src.utils.config import compose
-from src.utils.errors import CheckpointError
-from tests.conftest import FAST, final_weights, full_interrupted_resumed, pairs_overrides, synthetic_pairs_dir
+from tests.conftest import (
+    FAST,
+    final_weights,
+    full_interrupted_resumed,
+    pairs_overrides,
+    synthetic_pairs_dir,
+)
 from train import train
 
 TINY = {
@@ -129,7 +135,7 @@ def test_overfits_a_handful_of_pairs(model: str, tmp_path: Path, tiny_hf_dir: Pa
     assert metrics["test/rouge1"] == pytest.approx(1.0) and metrics["test/rougeLsum"] == pytest.approx(1.0), metrics
     module, dm = objects["model"], objects["datamodule"]
     batch = next(iter(dm.test_dataloader()))
-    assert module.predict_step(batch, 0)[0]["prediction"] == batch["references"][0]
+    assert module.predict_step(batch, 0)[0]["summary"] == batch["references"][0]
 
 
 def test_resume_and_weights_only_checkpoint(tmp_path: Path) -> None:
@@ -229,7 +235,7 @@ def test_transformer_trains_on_real_pg_data(data_dir: Path, tmp_path: Path) -> N
     assert float(metrics["val/loss"]) < math.log(2000) - 0.5, metrics  # learnt more than uniform over the vocabulary
     assert 0.0 <= float(metrics["test/rouge1"]) < 1.0
     rows = objects["model"].predict_step(next(iter(dm.test_dataloader())), 0)
-    assert len(rows) == 16 and all(r["prediction"].strip() for r in rows)
+    assert len(rows) == 16 and all(r["summary"].strip() for r in rows)
 
 
 @pytest.mark.slow

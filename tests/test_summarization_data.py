@@ -6,14 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.core.errors import ConfigError, DataError
 from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import read_jsonl
 from src.data.summarization import SummarizationDataModule
 from src.utils.config import compose
-from src.utils.errors import ConfigError, DataError
 from src.utils.instantiate import instantiate_component
-from tests.conftest import pairs_overrides, synthetic_pairs, synthetic_pairs_dir, write_jsonl
+from tests.conftest import (
+    pairs_overrides,
+    synthetic_pairs,
+    synthetic_pairs_dir,
+    write_jsonl,
+)
 
 
 def make_datamodule(tmp_path: Path, *overrides: str, root: Path | None = None) -> SummarizationDataModule:

@@ -13,7 +13,12 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 
 from src.utils.results import compare, find_runs, read_run
-from src.utils.run_names import is_bookkeeping, output_subdir_resolver, run_dir_resolver, run_names
+from src.utils.run_names import (
+    is_bookkeeping,
+    output_subdir_resolver,
+    run_dir_resolver,
+    run_names,
+)
 from src.utils.tracking import continue_run
 from tests.conftest import QUIET, compose, offline_runs, run_cli, run_dirs, wandb_env
 from train import train

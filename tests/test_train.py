@@ -6,11 +6,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.core import checkpoints
 from src.models.classification import ClassificationModule
 from src.models.nets.cnn import SimpleCNN
-from src.utils.checkpoint import load_checkpoint
 from src.utils.instantiate import instantiate_component
-from tests.conftest import QUIET, final_weights, full_interrupted_resumed, metrics_csv, run_cli, run_dirs
+from tests.conftest import (
+    QUIET,
+    final_weights,
+    full_interrupted_resumed,
+    metrics_csv,
+    run_cli,
+    run_dirs,
+)
 from train import train
 
 
@@ -84,7 +91,7 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
     """A format-1 checkpoint (task 'image_classification', the old DataModule class, the
     scheduler's 'monitor') is upgraded on load, its weights load into today's model, and eval.py
     reproduces the test accuracy it was saved with."""
-    ckpt = load_checkpoint(FORMAT1)
+    ckpt = checkpoints.load(FORMAT1)
     meta = ckpt["archlab"]
     assert meta["version"] == 2 and meta["config"]["model"]["task"] == meta["config"]["data"]["provides"]["task"] == "classification"
     assert meta["config"]["data"]["_target_"] == "src.data.classification.ClassificationDataModule"

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.core.errors import ConfigError, DataError
 from src.data.sources.easy_vqa import easy_vqa_root, load_easy_vqa
 from src.data.tokenizers import word_level_tokenizer
 from src.data.vqa import QUESTION_TYPES, VQADataModule
@@ -18,7 +19,6 @@ from src.models.nets.cnn import ConvFeatures
 from src.models.nets.fusion import FUSIONS, VQANet
 from src.models.nets.text import RNNTextEncoder
 from src.utils.config import CONFIG_DIR, check_compatibility, compose
-from src.utils.errors import ConfigError, DataError
 from tests.conftest import QUIET
 from train import train
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

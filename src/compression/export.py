@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.utils.errors import ConfigError, describe
+from src.core.errors import ConfigError, describe
 
 
 def export(net: nn.Module, inputs: Sequence[torch.Tensor], out_dir: Path, opset: int = 18) -> tuple[Path, Path]:

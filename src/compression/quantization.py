@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from src.utils.errors import ConfigError, describe
+from src.core.errors import ConfigError, describe
 
 
 @contextmanager

@@ -15,12 +15,12 @@ import torch
 from lightning import Callback, LightningDataModule, Trainer
 from torch import nn
 
-from src.callbacks.pruning import MagnitudePruning, prune_once
 from src.compression.export import OnnxNet, export
+from src.compression.pruning import MagnitudePruning, prune_once
 from src.compression.quantization import dynamic_int8, static_int8
 from src.compression.structured import prune_channels
+from src.core.errors import ConfigError
 from src.models.base import TaskModule
-from src.utils.errors import ConfigError
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _check_epochs(epochs: int) -> None:
 
 class Prune(Recipe):
     """Global L1 magnitude pruning to ``sparsity`` (Han et al. 2015): through
-    :class:`~src.callbacks.pruning.MagnitudePruning` while fine-tuning for ``finetune_epochs``
+    :class:`~src.compression.pruning.MagnitudePruning` while fine-tuning for ``finetune_epochs``
     (sparsity raised over the first half, the second half recovers), or in one shot with 0
     epochs. Also writes ``<name>.ckpt``, a checkpoint ``eval.py`` reads like any other."""
 

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.utils.errors import ConfigError, describe
+from src.core.errors import ConfigError, describe
+from src.core.prefix import under
 
 
 def prune_channels(net: nn.Module, inputs: Sequence[torch.Tensor], ratio: float, ignore: Sequence[str] = ()) -> nn.Module:
@@ -22,7 +23,7 @@ def prune_channels(net: nn.Module, inputs: Sequence[torch.Tensor], ratio: float,
 
     with torch.no_grad():
         outputs = net(*inputs).shape[-1]
-    ignored = [m for name, m in net.named_modules() if any(name == i or name.startswith(i + ".") for i in ignore if i)]
+    ignored = [m for name, m in net.named_modules() if any(under(name, i) for i in ignore if i)]
     ignored += [m for m in net.modules() if isinstance(m, nn.Linear) and m.out_features == outputs]
     try:
         pruner = tp.pruner.MetaPruner(net, example_inputs=tuple(inputs), importance=tp.importance.GroupMagnitudeImportance(p=2),

@@ -10,10 +10,17 @@ import torch
 import torch.nn.functional as F
 from lightning import Trainer
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 from torchvision.transforms import v2
 
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
 
 AUGMENTATIONS: dict[str, Callable[[int], list[v2.Transform]]] = {
     "none": lambda size: [],

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
+from src.core.errors import ConfigError, DataError
 from src.data.sources.text_pairs import Pairs, local_split_file, read_jsonl
 from src.data.summarization import CHARS_PER_TOKEN, STAGES, Seq2SeqDataModule, pad
 from src.data.tokenizers import cached_bpe, pretrained_tokenizer, sentinel_tokens
-from src.utils.errors import ConfigError, DataError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

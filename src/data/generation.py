@@ -4,13 +4,14 @@ for evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from src.core.errors import DataError
 from src.data.images import ImageDataModule, NormalizeBatch
-from src.utils.errors import DataError
 
 
 class GenerationDataModule(ImageDataModule):
@@ -21,10 +22,18 @@ class GenerationDataModule(ImageDataModule):
       metrics against the test set, and the real-vs-real floor (train vs test, same features,
       same sample count) that gives them meaning.
     - predict: the labels of the first ``num_samples`` test images, to condition the images
-      ``eval.py`` samples.
+      ``eval.py`` samples; predict.py asks for its own (``{"label": k}`` rows).
     """
 
     resizes = True
+    input_kind = "labels"
+
+    def encode(self, row: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A label to sample one image of (the image slot stays empty)."""
+        return torch.zeros(0), torch.tensor(int(row.get("label") or 0))
+
+    def input_collate(self) -> Callable:
+        return default_collate
 
     def _build(self) -> None:
         super()._build()

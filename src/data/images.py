@@ -10,12 +10,26 @@ from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate, random_split
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    Sampler,
+    Subset,
+    default_collate,
+    random_split,
+)
 from torchvision.transforms import v2
 
-from src.data.common import BATCH_AUGMENTATIONS, augmentation, check_augment, loader, per_device_batch_size, sharded_sampler
+from src.core.errors import ConfigError, DataError
+from src.data.common import (
+    BATCH_AUGMENTATIONS,
+    augmentation,
+    check_augment,
+    loader,
+    per_device_batch_size,
+    sharded_sampler,
+)
 from src.data.sources.images import image_source
-from src.utils.errors import ConfigError, DataError
 
 
 def train_val_indices(n: int, val_size: int | float, seed: int) -> tuple[list[int], list[int]]:
@@ -167,6 +181,9 @@ class ImageDataModule(LightningDataModule):
 
     def _collate(self) -> NormalizeBatch:
         raise NotImplementedError
+
+    def prepare_inputs(self) -> None:
+        """predict.py: nothing to prepare; the dataset's files are not read."""
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, C, H, W) and labels of the train or test split."""

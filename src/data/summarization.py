@@ -14,12 +14,19 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from src.core.errors import ConfigError, DataError, describe
 from src.data.common import loader, per_device_batch_size
+from src.data.inputs import text_field
 from src.data.samplers import LengthGroupedSampler
 from src.data.sources import text_pairs
 from src.data.sources.text_pairs import Pairs, local_split_file, read_jsonl
-from src.data.tokenizers import CHECKPOINT_KEY, cached_bpe, fingerprint, pretrained_tokenizer, tokenizer_from_dict
-from src.utils.errors import ConfigError, DataError, describe
+from src.data.tokenizers import (
+    CHECKPOINT_KEY,
+    cached_bpe,
+    fingerprint,
+    pretrained_tokenizer,
+    tokenizer_from_dict,
+)
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -202,7 +209,10 @@ class SummarizationDataModule(Seq2SeqDataModule):
     (:meth:`adopt_checkpoint`) or built the first time it is asked for (a byte-level BPE trained on
     the training split, cached under ``tokenizer.cache_dir``, or ``tokenizer.name``, any HF
     tokenizer); a model that needs no tokens (Lead-3) never asks: neither needs a training split.
+    predict.py: a user's articles, served as test examples without references.
     """
+
+    input_kind = "text"
 
     def __init__(
         self,
@@ -280,3 +290,14 @@ class SummarizationDataModule(Seq2SeqDataModule):
     def _collator(self, stage: str) -> Seq2SeqCollator:
         hp = self.hparams
         return Seq2SeqCollator(self._tokenizer, hp.max_source_len, hp.max_target_len, hp.source_prefix)
+
+    # -- predict.py: a user's articles ----------------------------------------------------------
+    def prepare_inputs(self) -> None:
+        """The tokenizer is the checkpoint's (adopted) or built when the module asks for it."""
+
+    def encode(self, row: Mapping[str, Any]) -> tuple[str, str, str]:
+        """An article as a test example without a reference."""
+        return str(row.get("id", "")), text_field(row, "article"), ""
+
+    def input_collate(self) -> Seq2SeqCollator:
+        return self._collator("test")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src.utils.errors import DataError, describe
+from src.core.errors import DataError, describe
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
 
 
 def _range(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:

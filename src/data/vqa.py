@@ -3,18 +3,20 @@ served with every question asked about it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
+from src.core.errors import DataError
 from src.data.common import augmentation, loader, per_device_batch_size
+from src.data.inputs import field, read_image, text_field
 from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
 from src.data.tokenizers import WORD_PAD, pretrained_tokenizer, word_level_tokenizer
-from src.utils.errors import DataError
 
 SHAPES = ("circle", "rectangle", "triangle")
 # What a question asks about, told by the kind of answer it has.
@@ -26,20 +28,20 @@ def question_type(answer: str) -> int:
     return 2 if answer in ("yes", "no") else 0 if answer in SHAPES else 1
 
 
-def encode_questions(questions: Sequence[str], tokenizer_name: str | None, vocabulary: Sequence[str]) -> tuple[torch.Tensor, int]:
-    """Token ids ``(N, max_len)`` padded with id 0, and the vocabulary size: by the word-level
-    vocabulary of ``vocabulary`` (training questions), or by a pretrained HF tokenizer (name or
-    local path)."""
+def question_encoder(tokenizer_name: str | None, vocabulary: Sequence[str]) -> tuple[Callable[[Sequence[str]], torch.Tensor], int]:
+    """What turns questions into token ids ``(N, max_len)`` padded with id 0, and the vocabulary
+    size: the word-level vocabulary of ``vocabulary`` (training questions), or a pretrained HF
+    tokenizer (name or local path)."""
     if tokenizer_name is None:
         tokenizer = word_level_tokenizer(vocabulary)
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id(WORD_PAD), pad_token=WORD_PAD)
-        ids = [e.ids for e in tokenizer.encode_batch(list(questions))]
-        return torch.tensor(ids), tokenizer.get_vocab_size()
+        return lambda questions: torch.tensor([e.ids for e in tokenizer.encode_batch(list(questions))]), \
+            tokenizer.get_vocab_size()
     tokenizer = pretrained_tokenizer(tokenizer_name, "data.tokenizer", "data.tokenizer=null (vocabulary of the training questions)")
     if tokenizer.pad_token_id != 0:
         raise DataError(f"tokenizer {tokenizer_name!r} pads with id {tokenizer.pad_token_id}; the text encoders "
                         "expect padding id 0")
-    return tokenizer(list(questions), padding=True, return_tensors="pt")["input_ids"], len(tokenizer)
+    return lambda questions: tokenizer(list(questions), padding=True, return_tensors="pt")["input_ids"], len(tokenizer)
 
 
 class VQADataset(Dataset):
@@ -66,8 +68,8 @@ class VQADataset(Dataset):
 
 class VQACollate:
     """Stack the images, normalise them as a batch, and concatenate their questions; each
-    question keeps the row of its image in ``image_index``. Padding is trimmed to the longest
-    question of the batch."""
+    question keeps the row of its image in ``image_index``. Questions are padded (id 0) to the
+    longest of the batch."""
 
     def __init__(self, augment: v2.Transform | None) -> None:
         self.augment = augment
@@ -75,7 +77,9 @@ class VQACollate:
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         images = default_collate([self.augment(it["image"]) if self.augment else it["image"] for it in items])
-        batch = {key: torch.cat([it[key] for it in items]) for key in ("question", "answer", "type", "question_index")}
+        batch = {key: torch.cat([it[key] for it in items]) for key in ("answer", "type", "question_index")}
+        width = max(it["question"].shape[1] for it in items)  # predict.py's questions come one by one
+        batch["question"] = torch.cat([F.pad(it["question"], (0, width - it["question"].shape[1])) for it in items])
         counts = torch.tensor([len(it["answer"]) for it in items])
         batch["image_index"] = torch.repeat_interleave(torch.arange(len(items)), counts)
         batch["question"] = batch["question"][:, : int((batch["question"] != 0).sum(1).max())]
@@ -90,6 +94,8 @@ class VQADataModule(LightningDataModule):
     questions, so no image is seen in both) is held out with ``split_seed``. ``batch_size``
     counts images (global, divided across devices); a batch holds ~10 questions per image.
     """
+
+    input_kind = "vqa"
 
     def __init__(
         self,
@@ -141,7 +147,8 @@ class VQADataModule(LightningDataModule):
         is_train_question = torch.isin(train.image_ids, train_rows)
         vocabulary = [q for q, keep in zip(train.questions, is_train_question.tolist()) if keep]
 
-        tokens, vocab_size = encode_questions(train.questions + test.questions, self.hparams.tokenizer, vocabulary)
+        self.encode_questions, vocab_size = question_encoder(self.hparams.tokenizer, vocabulary)
+        tokens = self.encode_questions(train.questions + test.questions)
         self._check_provides(list(train.images.shape[1:]), vocab_size)
         index = {a: i for i, a in enumerate(self.answers)}
         try:
@@ -155,6 +162,21 @@ class VQADataModule(LightningDataModule):
         self.data_train = VQADataset(train.images, train_rows, tok_tr, ans_tr, typ_tr, train.image_ids)
         self.data_val = VQADataset(train.images, val_rows, tok_tr, ans_tr, typ_tr, train.image_ids)
         self.data_test = VQADataset(test.images, torch.arange(len(test.images)), tok_te, ans_te, typ_te, test.image_ids)
+
+    # -- predict.py: a user's (image, question) rows --------------------------------------------
+    def prepare_inputs(self) -> None:
+        """The question vocabulary is that of the training questions: read them."""
+        self.setup("predict")
+
+    def encode(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """One image with its one question, as :class:`VQADataset` serves an image with its own."""
+        question = text_field(row, "question")
+        return {"image": read_image(field(row, "image"), self.provides["image_shape"]),
+                "question": self.encode_questions([question]), "answer": torch.tensor([-1]),
+                "type": torch.tensor([-1]), "question_index": torch.tensor([-1])}
+
+    def input_collate(self) -> Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]:
+        return VQACollate(None)
 
     def _loader(self, dataset: VQADataset | None, train: bool) -> DataLoader:
         if dataset is None:

@@ -19,16 +19,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
-from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from src.core import checkpoints
+from src.core.errors import CheckpointError, ConfigError, DataError, describe
 from src.data.sources.images import image_source
-from src.utils.checkpoint import load_checkpoint
-from src.utils.errors import CheckpointError, ConfigError, DataError, describe
-from src.utils.instantiate import instantiate_component
 
 FEATURES = ("classifier", "inception", "pixels")
 # Feature settings when none are configured: FID/KID on a classifier of the same dataset.
@@ -129,9 +127,10 @@ class PixelFeatures(nn.Module):
 def load_classifier_features(ckpt_path: str | Path, image_shape: Sequence[int], dataset: str | None = None) -> ClassifierFeatures:
     """Rebuild the classification net recorded in an archlab checkpoint (``weights_only``) and
     wrap it as a feature extractor for images of ``image_shape``."""
-    ckpt = load_checkpoint(ckpt_path)
-    config = ckpt.get("archlab", {}).get("config", {})
-    if config.get("model", {}).get("task") != "classification":
+    option = "model.metrics.classifier_ckpt"
+    ckpt = checkpoints.load(ckpt_path, option)
+    config = checkpoints.record(ckpt, ckpt_path, option).config
+    if config["model"].get("task") != "classification":
         raise CheckpointError(f"model.metrics.classifier_ckpt={ckpt_path} is not an image classification checkpoint; "
                               "train one with `python train.py model=cnn data=<dataset>`")
     data = config["data"]
@@ -142,8 +141,7 @@ def load_classifier_features(ckpt_path: str | Path, image_shape: Sequence[int], 
     if shape[0] != image_shape[0]:
         raise ConfigError(f"the classifier in {ckpt_path} takes {shape[0]}-channel images, the generator makes "
                           f"{image_shape[0]}-channel ones")
-    net = instantiate_component(OmegaConf.create(config["model"]["net"]))
-    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    net = checkpoints.build_net(ckpt, ckpt_path, option)
     source = image_source(data["dataset"])
     return ClassifierFeatures(net, shape, source.mean, source.std)
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,9 +21,9 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
+from src.core.errors import ConfigError, describe
+from src.core.prefix import under
 from src.models.distillation import Distiller
-from src.models.pretrained import under
-from src.utils.errors import ConfigError, describe
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -174,6 +174,8 @@ class LabelTaskModule(TaskModule):
     ``_step(batch, stage)`` and ``_net_logits(net, inputs)``."""
 
     distiller: Distiller | None = None
+    #: predict.py's ``top_k``: how many of the most probable labels each prediction lists
+    predict_top_k: int = 5
 
     def _use_distiller(self, distiller: Distiller | None, task: str, num_classes: int) -> None:
         """Hold the teacher outside the module's registered children (see Distiller), once it is
@@ -207,6 +209,16 @@ class LabelTaskModule(TaskModule):
         self.log("train/loss_hard", hard, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_kd", soft, on_step=False, on_epoch=True, batch_size=n)
         return self.distiller.mix(hard, soft)
+
+    def _answer_rows(self, logits: torch.Tensor, names: Sequence[str] | None) -> list[dict[str, Any]]:
+        """predict.py's row per example: the most probable label (index and name), its
+        probability, and the ``predict_top_k`` most probable labels with theirs."""
+        probs = logits.float().softmax(dim=1)
+        top = probs.topk(min(self.predict_top_k, probs.shape[1]), dim=1)
+        name = (lambda i: names[i]) if names else str
+        return [{"label": int(i[0]), "name": name(int(i[0])), "confidence": round(float(p[0]), 6),
+                 "top_k": {name(int(j)): round(float(q), 6) for j, q in zip(i, p)}}
+                for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
     def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
         """``{train,val,test}_metrics`` (names prefixed ``stage/``) and ``{train,val,test}_loss``."""

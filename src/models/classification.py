@@ -9,7 +9,11 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
 from src.models.distillation import Distiller
@@ -96,7 +100,8 @@ class ClassificationModule(LabelTaskModule):
             log_figure(self.loggers, "test/predictions", fig, out / "test_predictions.png")
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:
-        return self._prediction_rows(batch[1], self(batch[0]))
+        """predict.py: the images' labels (``label``, class ``name``, ``confidence``, ``top_k``)."""
+        return self._answer_rows(self(batch[0]), self.hparams.class_names)
 
     def _prediction_rows(self, y: torch.Tensor, logits: torch.Tensor) -> list[dict[str, Any]]:
         conf, preds = logits.softmax(dim=1).max(dim=1)

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from src.core.errors import ConfigError
 from src.data.views import RandomViews
 from src.models.base import OptimizerFactory, SchedulerFactory
 from src.models.classification import ClassificationModule
 from src.models.nets.contrastive import ContrastiveNet
-from src.utils.errors import ConfigError
 
 #: the seed of the views that validation and test draw: the same views every epoch, so val/loss compares epochs
 EVAL_VIEWS_SEED = 0

@@ -12,13 +12,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
-from src.callbacks.run_metadata import KEY
-from src.utils.checkpoint import load_checkpoint
-from src.utils.errors import CheckpointError, ConfigError, describe
-from src.utils.instantiate import instantiate_component
+from src.core import checkpoints
+from src.core.errors import ConfigError
 
 #: the tasks whose models predict one label per example: what a teacher's soft targets are over
 LABEL_TASKS = ("classification", "vqa")
@@ -49,13 +46,10 @@ class Distiller:
         if not 0 <= alpha <= 1:
             raise ConfigError(f"model.distiller.alpha={alpha} must be in [0, 1] (the weight of the soft targets)")
         self.path, self.temperature, self.alpha = str(teacher_ckpt), float(temperature), float(alpha)
-        ckpt = load_checkpoint(teacher_ckpt)
-        meta = ckpt.get(KEY)
-        if not meta:
-            raise CheckpointError(f"model.distiller.teacher_ckpt={teacher_ckpt} has no archlab record (not written by "
-                                  "train.py), so its net cannot be rebuilt; train the teacher with train.py")
-        self.config, choices = meta["config"], meta.get("choices", {})
-        self.name = f"model={choices.get('model') or self.config['model'].get('_target_', '?').rsplit('.', 1)[-1]}"
+        option = "model.distiller.teacher_ckpt"
+        ckpt = checkpoints.load(teacher_ckpt, option)
+        record = checkpoints.record(ckpt, teacher_ckpt, option)
+        self.config, self.name = record.config, record.option("model")
         if self.config["model"].get("task") not in LABEL_TASKS:
             raise ConfigError(f"the teacher {teacher_ckpt} ({self.name}) is a '{self.config['model'].get('task')}' model; "
                               f"distillation needs a teacher that predicts labels ({' or '.join(LABEL_TASKS)})")
@@ -63,14 +57,7 @@ class Distiller:
         if dataset and taught and taught != dataset:
             raise ConfigError(f"the teacher {teacher_ckpt} was trained on {taught}, the student trains on {dataset}; "
                               "distil from a teacher of the same data")
-        self.teacher: nn.Module = instantiate_component(OmegaConf.create(self.config["model"]["net"]))
-        weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-        try:
-            self.teacher.load_state_dict(weights)
-        except RuntimeError as e:
-            raise CheckpointError(f"model.distiller.teacher_ckpt={teacher_ckpt}: its weights do not fit the net its "
-                                  f"config describes ({describe(e, 160)})") from e
-        self.teacher.eval().requires_grad_(False)
+        self.teacher: nn.Module = checkpoints.build_net(ckpt, teacher_ckpt, option).requires_grad_(False)
 
     def check_student(self, task: str, classes: int) -> None:
         """The teacher must predict the student's labels: same task, same number of classes."""

@@ -17,11 +17,16 @@ from torch.optim.swa_utils import AveragedModel
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.utils import save_image
 
+from src.core.errors import ConfigError
 from src.metrics.image_quality import DEFAULT_METRICS, ImageQualityMetrics
-from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule, build_optimizers
+from src.models.base import (
+    OptimizerFactory,
+    SchedulerFactory,
+    TaskModule,
+    build_optimizers,
+)
 from src.models.ema import ema_average
 from src.models.nets.gan import GAN
-from src.utils.errors import ConfigError
 from src.utils.plots import log_figure, sample_grid_figure
 
 LOSSES = ("nonsaturating", "wasserstein", "hinge")

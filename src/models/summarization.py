@@ -15,11 +15,11 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MeanMetric
 
+from src.core.errors import CheckpointError, ConfigError
 from src.data.tokenizers import CHECKPOINT_KEY, fingerprint, tokenizer_to_dict
 from src.metrics.rouge import ROUGE
 from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule
 from src.models.nets import decoding
-from src.utils.errors import CheckpointError, ConfigError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -84,17 +84,24 @@ class SummarizationModule(TaskModule):
     # -- tokenizer ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None or self.tokenizer is None:  # predict.py's loop runs without a datamodule
+            self.take_tokenizer(datamodule)
+
+    def take_tokenizer(self, datamodule: Any) -> None:
+        """Encode and decode with the datamodule's tokenizer (predict.py and serve.py hand the
+        datamodule over themselves), refused when it is not the one the weights were trained with."""
         if self.extractive:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "tokenizer"):
             raise ConfigError("summarization models take their tokenizer from the datamodule; pass a "
                               "SummarizationDataModule (data=cnn_dailymail or cnn_dailymail_pg)")
-        self.tokenizer = datamodule.tokenizer
-        if len(self.tokenizer) > self.net.vocab_size:
-            raise ConfigError(f"the tokenizer has {len(self.tokenizer)} tokens but the net's vocabulary {self.net.vocab_size}; "
+        tokenizer = datamodule.tokenizer
+        if len(tokenizer) > self.net.vocab_size:
+            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the net's vocabulary {self.net.vocab_size}; "
                               "a pretrained model needs its own tokenizer (data.tokenizer.name=<the model's name>)")
-        self.fingerprint = fingerprint(self.tokenizer)
+        self.tokenizer = tokenizer
+        self.fingerprint = fingerprint(tokenizer)
         self._check_tokenizer()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -196,7 +203,8 @@ class SummarizationModule(TaskModule):
         self._log_rouge("test")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        return self._prediction_rows(batch, self.summarize(batch, "test"))
+        """predict.py: a summary of each article (``generation`` settings: beam, lengths)."""
+        return [{"summary": summary} for summary in self.summarize(batch, "test")]
 
     @staticmethod
     def _prediction_rows(batch: Mapping[str, Any], preds: list[str]) -> list[dict[str, Any]]:

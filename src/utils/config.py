@@ -17,8 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.utils.errors import ConfigError
-from src.utils.run_names import output_subdir_resolver, run_dir_resolver, run_names_resolver
+from src.core.errors import ConfigError
+from src.utils.run_names import (
+    output_subdir_resolver,
+    run_dir_resolver,
+    run_names_resolver,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from src.utils.errors import ConfigError, UserError, describe
+from src.core.errors import ConfigError, UserError, describe
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

@@ -6,7 +6,7 @@ curves. No W&B, no network: ``.hydra/`` for the config, ``summary.json`` when th
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.utils.errors import UserError
+from src.core.errors import UserError
 from src.utils.run_names import trained_overrides
 
 matplotlib.use("Agg")
@@ -188,14 +188,17 @@ def plot_curves(runs: Sequence[Run], labels: Sequence[str], out: Path) -> None:
     plt.close(fig)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as a Markdown table: every key a column, floats to 4 significant digits, a missing,
+    None or NaN value an empty cell (compare.py's tables, compress.py's before/after)."""
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and pd.isna(value)):
             return ""
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + " --- |" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -207,11 +210,11 @@ def write_comparison(paths: Sequence[str | Path], out: Path) -> str:
     table, varying = compare(runs)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
-    text = f"# {len(runs)} runs\n\n{_markdown(table.drop(columns=['path']))}\n"
+    text = f"# {len(runs)} runs\n\n{markdown(table.drop(columns=['path']).to_dict('records'))}\n"
     seeds = over_seeds(table, varying)
     if seeds is not None:
         seeds.to_csv(out / "comparison_over_seeds.csv", index=False)
-        text += f"\n## Mean ± std over seeds\n\n{_markdown(seeds)}\n"
+        text += f"\n## Mean ± std over seeds\n\n{markdown(seeds.to_dict('records'))}\n"
     plot_curves(runs, list(table["run"]), out / "curves.png")
     (out / "comparison.md").write_text(text)
     return text

@@ -21,8 +21,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
+from src.core.errors import ConfigError, UserError
 from src.utils.config import print_config_tree, register_resolvers
-from src.utils.errors import ConfigError, UserError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    create_optuna_distribution_from_override,
+)
 from omegaconf import DictConfig
 from optuna.trial import Trial
 
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
 
 
 def model_search_space(config: DictConfig, trial: Trial) -> None:

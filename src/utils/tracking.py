@@ -13,31 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, open_dict
 
-from src.callbacks.run_metadata import KEY
-from src.utils.checkpoint import use_checkpoint_config
-from src.utils.config import config_choices
+from src.core import checkpoints
+from src.core.errors import CheckpointError
 from src.utils.run_names import adopt_names, resumed_run_dir
-
-
-def configure_from_checkpoint(cfg: DictConfig, ckpt: Mapping[str, Any], ckpt_path: str) -> dict[str, str]:
-    """eval.py and compress.py: the model and data the checkpoint was trained with (command-line
-    ``model.*``/``data.*`` on top), and the run named after the training run it starts from.
-    Returns the config choices, the checkpoint's ``model``/``data`` among them."""
-    choices = config_choices()
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    choices.update(use_checkpoint_config(cfg, ckpt, overrides, ckpt_path))
-    adopt_names(cfg, ckpt.get(KEY, {}).get("config", {}).get("run", {}))  # W&B: next to the training run
-    if HydraConfig.initialized():  # names of checkpoints without them: from the checkpoint's choices
-        with read_write(HydraConfig.get()):
-            HydraConfig.get().runtime.choices.update({g: choices[g] for g in ("model", "data") if g in choices})
-    return choices
 
 
 def continue_run(cfg: DictConfig, ckpt: Mapping[str, Any], ckpt_path: str) -> None:
@@ -50,7 +34,7 @@ def continue_run(cfg: DictConfig, ckpt: Mapping[str, Any], ckpt_path: str) -> No
     command line win."""
     if Path(cfg.paths.output_dir).resolve() != resumed_run_dir(ckpt_path, True):
         return
-    meta = ckpt.get(KEY, {})
+    meta = ckpt.get(checkpoints.KEY, {})
     adopt_names(cfg, meta.get("config", {}).get("run", {}))
     stored = meta.get("loggers", {})
     for node in (cfg.get("logger") or {}).values():
@@ -92,9 +76,9 @@ def run_summary(cfg: DictConfig, trainer: Trainer, model: LightningModule, metri
             and checkpoint.best_model_path:
         summary[f"best/{checkpoint.monitor}"] = _plain(checkpoint.best_model_score)
         try:  # a sharded (FSDP) checkpoint is a folder: its epoch and step are left out
-            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True, mmap=True)
+            best = checkpoints.read(checkpoint.best_model_path)
             summary.update({"best/epoch": best["epoch"], "best/step": best["global_step"]})
-        except (OSError, RuntimeError, KeyError):
+        except (CheckpointError, KeyError):
             pass
     summary.update({k: _plain(v) for k, v in sorted(metrics.items()) if k.startswith("test/")})
     summary["model/params/total"] = sum(p.numel() for p in model.parameters())

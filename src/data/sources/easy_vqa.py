@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision.io import decode_png, read_file
 
-from src.utils.errors import ConfigError, DataError, describe
+from src.core.errors import ConfigError, DataError, describe
 
 # Per-channel mean/std of the 4,000 training images (mostly white background).
 EASY_VQA_STATS = ((0.9043, 0.9054, 0.8965), (0.1938, 0.1871, 0.2058))

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
+from src.core.errors import DataError, describe
 from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
-from src.utils.errors import DataError, describe
 
 Images = tuple[torch.Tensor, torch.Tensor]
 

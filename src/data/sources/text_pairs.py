@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.utils.errors import DataError, describe
+from src.core.errors import DataError, describe
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

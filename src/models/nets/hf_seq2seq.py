@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.core.errors import ConfigError, describe
+from src.core.weights import hf_from_pretrained
 from src.models.nets.decoding import Seq2SeqOutput
-from src.models.pretrained import hf_from_pretrained
-from src.utils.errors import ConfigError, describe
 
 
 class HFSeq2Seq(nn.Module):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.core.errors import ConfigError, describe
+from src.core.weights import hf_from_pretrained
 from src.models.nets.attention import EncoderLayer, SinusoidalPositions
-from src.models.pretrained import hf_from_pretrained
-from src.utils.errors import ConfigError, describe
 
 
 def masked_mean(states: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,9 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, name_or_path: str, freeze: bool = False) -> None:
         super().__init__()
-        from transformers import AutoModel  # imported here: slow to import, needed by this encoder only
+        from transformers import (
+            AutoModel,  # imported here: slow to import, needed by this encoder only
+        )
 
         try:
             self.model, self.load_report = hf_from_pretrained(AutoModel, name_or_path)  # train.py saves its table

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.utils.errors import ConfigError, describe
+from src.core.errors import ConfigError, describe
 
 
 def _last_linear(model: nn.Module) -> str:

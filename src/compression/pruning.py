@@ -1,6 +1,7 @@
-"""Magnitude pruning while training, through Lightning's ``ModelPruning``: which weights are pruned
-is explicit (layer types, minus named modules), the sparsity follows a gradual schedule, and a
-resumed run keeps its masks."""
+"""Global magnitude pruning: which weights (layer types, minus named modules), how sparse they are,
+the pruning step itself, and the callback that prunes while training (through Lightning's
+``ModelPruning``: a gradual schedule, a resumed run keeps its masks); compress.py's recipes use
+the same pieces after training."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from lightning.pytorch.callbacks import ModelPruning
 from torch import nn
 from torch.nn.utils import prune
 
-from src.utils.errors import ConfigError
+from src.core.errors import ConfigError
+from src.core.prefix import under
 
 Params = list[tuple[nn.Module, str]]
 
@@ -21,11 +23,12 @@ Params = list[tuple[nn.Module, str]]
 def prunable_weights(net: nn.Module, layer_types: Sequence[str] = ("Conv2d", "Linear"),
                      exclude: Sequence[str] = ()) -> Params:
     """``(module, "weight")`` of every module of ``layer_types`` (class names) in ``net``, except
-    those whose qualified name starts with an entry of ``exclude``. Biases and norms are never
+    those inside a module named in ``exclude`` (``features.1`` excludes ``features.1.*``, not
+    ``features.10``). Biases and norms are never
     pruned: they hold few parameters and pruning them costs accuracy for nothing."""
     found = [(name, m) for name, m in net.named_modules() if type(m).__name__ in layer_types
              and isinstance(getattr(m, "weight", None), torch.Tensor)]
-    params = [(m, "weight") for name, m in found if not any(name.startswith(e) for e in exclude if e)]
+    params = [(m, "weight") for name, m in found if not any(under(name, e) for e in exclude if e)]
     if not params:
         raise ConfigError(f"no {'/'.join(layer_types)} weights to prune in {type(net).__name__}"
                           f"{' outside ' + ', '.join(exclude) if exclude else ''}; fix layer_types or exclude")
