@@ -40,10 +40,13 @@ def make_server(cfg: DictConfig) -> ls.LitServer:
                           f"{cfg.model.get('task')} checkpoint: sample it with predict.py num_samples=N")
     if not (isinstance(cfg.max_batch_size, int) and cfg.max_batch_size >= 1 and cfg.batch_timeout >= 0):
         raise ConfigError(f"max_batch_size={cfg.max_batch_size} must be >= 1 and batch_timeout={cfg.batch_timeout} >= 0")
-    api = APIS[predictor.kind](predictor, cfg.max_batch_size, float(cfg.batch_timeout))
+    if cfg.threads is not None and not (isinstance(cfg.threads, int) and cfg.threads >= 1):
+        raise ConfigError(f"threads={cfg.threads} must be a positive whole number of CPU threads, or null")
+    api = APIS[predictor.kind](predictor, cfg.max_batch_size, float(cfg.batch_timeout), cfg.threads)
     accelerator = "cuda" if predictor.device.type == "cuda" else "cpu"
+    # fast_queue: answers travel back over ZeroMQ rather than through a multiprocessing manager
     server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=1, timeout=cfg.timeout,
-                          model_metadata={"ckpt_path": str(cfg.ckpt_path), "task": cfg.model.get("task")})
+                          fast_queue=True, model_metadata={"ckpt_path": str(cfg.ckpt_path), "task": cfg.model.get("task")})
     server.app.add_exception_handler(RequestValidationError, one_line_error)
     return server
 

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import torch
 from common import ROOT, data_dir, emit, print_table, train_run
 
 CONCURRENCY = (1, 8, 32)
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per server and concurrency")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=1, help="the inference worker's CPU threads (serve.py threads=)")
     parser.add_argument("--port", type=int, default=8711)
     args = parser.parse_args()
     log_dir = ROOT / "logs" / "benchmarks" / f"serving_{int(time.time())}"
@@ -162,10 +164,11 @@ def main() -> None:
     bodies = [json.dumps({"image": base64.b64encode(pngs[i % len(pngs)]).decode()}).encode()
               for i in range(args.requests)]
 
+    torch.set_num_threads(args.threads)  # the in-process row runs with the worker's threads
     rows = in_process(ckpt, pngs, args.requests)
-    servers = {"batch 1": ["max_batch_size=1"],
+    servers = {"batch 1": ["max_batch_size=1", f"threads={args.threads}"],
                f"batch {args.max_batch_size}": [f"max_batch_size={args.max_batch_size}",
-                                                f"batch_timeout={args.batch_timeout}"]}
+                                                f"batch_timeout={args.batch_timeout}", f"threads={args.threads}"]}
     for name, overrides in servers.items():
         proc = start_server(ckpt, args.port, log_dir / f"{name.replace(' ', '_')}.log", overrides)
         try:
@@ -176,7 +179,8 @@ def main() -> None:
     print_table(rows)
     by = {(r["server"], r["concurrency"]): r for r in rows}
     batched, single = by[(f"batch {args.max_batch_size}", 32)], by[("batch 1", 32)]
-    emit({"benchmark": "serving", "requests": args.requests, "rows": rows,
+    emit({"benchmark": "serving", "requests": args.requests, "threads": args.threads,
+          "max_batch_size": args.max_batch_size, "batch_timeout": args.batch_timeout, "rows": rows,
           "batching_speedup_c32": round(batched["req_per_s"] / single["req_per_s"], 3),
           "errors": sum(r["errors"] for r in rows), "target_batching_speedup_c32": 3.0})
 

@@ -9,6 +9,7 @@ import io
 from typing import Any
 
 import litserve as ls
+import torch
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -68,12 +69,15 @@ class VQARequest(ImageRequest):
 class TaskAPI(ls.LitAPI):
     """The checkpoint's predictor behind LitServe: requests decoded to rows, batched, answered."""
 
-    def __init__(self, predictor: Predictor, max_batch_size: int, batch_timeout: float) -> None:
+    def __init__(self, predictor: Predictor, max_batch_size: int, batch_timeout: float, threads: int | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.predictor = predictor
+        self.predictor, self.threads = predictor, threads
 
     def setup(self, device: str) -> None:
-        """The predictor came built (and checked) from the server's process."""
+        """The predictor came built (and checked) from the server's process; only the worker's
+        CPU threads are set here."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
     def _row(self, request: BaseModel) -> Any:
         row = request.model_dump()

@@ -27,6 +27,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from src.core import checkpoints
 from src.core.errors import CheckpointError, ConfigError, DataError, describe
 from src.data.sources.images import image_source
+from src.models.nets.output import output_layer
 
 FEATURES = ("classifier", "inception", "pixels")
 # Feature settings when none are configured: FID/KID on a classifier of the same dataset.
@@ -51,16 +52,17 @@ class ClassifierFeatures(nn.Module):
 
     Generator images are mapped to what the classifier was trained on: [-1, 1] to [0, 1],
     resized to its image size, normalised with its dataset's statistics. The features are the
-    input of the net's last ``nn.Linear`` (captured by a hook, so any classifier net works).
+    input of the net's output layer, its last ``nn.Linear`` (captured by a hook, so any classifier net works).
     """
 
-    def __init__(self, net: nn.Module, image_shape: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, net: nn.Module, image_shape: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.net = net.eval().requires_grad_(False)
         self.image_shape = list(image_shape)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        last_linear = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+        _, last_linear = output_layer(net, num_classes)
         self.num_features = last_linear.in_features
         self._captured: torch.Tensor | None = None
         last_linear.register_forward_hook(self._capture)
@@ -143,7 +145,7 @@ def load_classifier_features(ckpt_path: str | Path, image_shape: Sequence[int], 
                           f"{image_shape[0]}-channel ones")
     net = checkpoints.build_net(ckpt, ckpt_path, option)
     source = image_source(data["dataset"])
-    return ClassifierFeatures(net, shape, source.mean, source.std)
+    return ClassifierFeatures(net, shape, source.mean, source.std, data["provides"].get("num_classes"))
 
 
 def build_feature_extractor(

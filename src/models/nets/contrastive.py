@@ -3,25 +3,24 @@
 import torch
 from torch import nn
 
+from src.models.nets.output import output_layer
+
 
 class ContrastiveNet(nn.Module):
     """``encoder`` -> features -> ``projector`` (MLP) -> projections. The contrastive loss acts on
     the projections; the features are what transfers (and what a linear probe reads).
 
-    ``encoder`` is a classifier net (SimpleCNN, ResNet, ...) whose output layer, its last
-    ``nn.Linear``, is replaced by ``nn.Identity``: the features are that layer's input, and the
+    ``encoder`` is a classifier net (SimpleCNN, ResNet, ...) whose output layer (its last
+    ``nn.Linear``: :func:`~src.models.nets.output.output_layer`) is replaced by ``nn.Identity``: the features are that layer's input, and the
     encoder's state_dict keys are the classifier's own, so ``init=checkpoint
     init.prefix_map={encoder:''}`` loads every layer but the output layer back into that classifier.
     """
 
     def __init__(self, encoder: nn.Module, projection_dim: int = 64, hidden_dim: int | None = None) -> None:
         super().__init__()
-        heads = [(name, m) for name, m in encoder.named_modules() if isinstance(m, nn.Linear)]
-        if not heads:
-            raise ValueError(f"{type(encoder).__name__} has no nn.Linear output layer to replace by the projection head")
+        name, head = output_layer(encoder)
         if projection_dim < 1 or (hidden_dim is not None and hidden_dim < 1):
             raise ValueError(f"projection_dim={projection_dim} and hidden_dim={hidden_dim} must be >= 1")
-        name, head = heads[-1]
         encoder.set_submodule(name, nn.Identity())
         self.encoder, self.feature_dim = encoder, head.in_features
         hidden = hidden_dim or self.feature_dim

@@ -7,14 +7,7 @@ import torch
 from torch import nn
 
 from src.core.errors import ConfigError, describe
-
-
-def _last_linear(model: nn.Module) -> str:
-    """The name of the classifier's output layer (``fc``, ``classifier.1``, ``heads.head``...)."""
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not names:
-        raise ConfigError(f"{type(model).__name__} has no Linear output layer to replace; pick a classification model")
-    return names[-1]
+from src.models.nets.output import output_layer
 
 
 class TorchvisionClassifier(nn.Module):
@@ -44,8 +37,7 @@ class TorchvisionClassifier(nn.Module):
                               "once (cached in $TORCH_HOME/hub/checkpoints), or train from scratch: model.net.weights=null") from e
         except ValueError as e:  # an unknown weights name
             raise ConfigError(f"model.net.weights={weights}: {describe(e, 160)}") from e
-        head = _last_linear(self.model)
-        old = self.model.get_submodule(head)
+        head, old = output_layer(self.model)
         if old.out_features != num_classes:
             self.model.set_submodule(head, nn.Linear(old.in_features, num_classes))
         if in_channels not in (1, 3):
