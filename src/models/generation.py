@@ -182,7 +182,9 @@ class GenerationModule(TaskModule):
         schedulers = self.lr_schedulers()
         return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """One D step, and one G step every ``n_critic`` batches; returns the losses of the steps
+        taken (what the non-finite guard watches)."""
         x, y = batch
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -207,7 +209,7 @@ class GenerationModule(TaskModule):
         # The first batch of every n_critic updates the generator too, so even a one-batch run
         # (fast_dev_run) steps both optimizers.
         if batch_idx % self.hparams.n_critic:
-            return
+            return {"d_loss": d_out["d_loss"].detach()}
         self.toggle_optimizer(opt_g)
         g_loss = self._generator_loss(self.net.generator(self.noise(len(x)), labels), labels)
         opt_g.zero_grad(set_to_none=True)
@@ -219,6 +221,7 @@ class GenerationModule(TaskModule):
         self.g_ema.update_parameters(self.net.generator)
         refresh_parametrizations(self.g_ema.module)  # spectral norm of the averaged weights
         self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return {"d_loss": d_out["d_loss"].detach(), "g_loss": g_loss.detach()}
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.scheduler_interval == "epoch":
