@@ -84,7 +84,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # a Timer callback enforces trainer.max_time (configs/callbacks/timer.yaml); Lightning would
     # warn that it ignores the Trainer's own
     timed = {"max_time": None} if any(isinstance(c, Timer) for c in callbacks) else {}
-    trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=loggers or False, **timed)
+    # Lightning clips automatic optimization only and refuses the setting otherwise: a GAN clips
+    # its own optimizers with the same trainer.gradient_clip_val (configs/model/dcgan.yaml)
+    manual = {} if model.automatic_optimization else {"gradient_clip_val": None}
+    trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=loggers or False, **timed, **manual)
     log_hyperparameters(resolved, model, trainer)
 
     if cfg.get("train"):
