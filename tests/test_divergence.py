@@ -109,3 +109,26 @@ def test_ddp_every_rank_stops(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
     assert out.count("DivergenceError: train/loss became NaN or inf at training batch") == 1, out[-3000:]
+
+
+class GradNorms(Callback):
+    """Records the gradient norm of each of a GAN's nets after its optimizer stepped."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        for net in (pl_module.net.generator, pl_module.net.discriminator):
+            self.norms.append(float(torch.stack([p.grad.norm() for p in net.parameters() if p.grad is not None]).norm()))
+
+
+def test_a_gan_clips_its_gradients_with_the_trainer_setting(cfg_train) -> None:
+    """Lightning refuses trainer.gradient_clip_val under manual optimization; the GAN clips both
+    of its optimizers' gradients with it."""
+    cfg = cfg_train(*GAN, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+                    "trainer.gradient_clip_val=0.001")
+    with open_dict(cfg):
+        cfg.callbacks.norms = {"_target_": "tests.test_divergence.GradNorms"}
+    _, objects = train(cfg)
+    (norms,) = [c for c in objects["trainer"].callbacks if isinstance(c, GradNorms)]
+    assert len(norms.norms) == 4 and max(norms.norms) <= 0.001 * 1.01, norms.norms

@@ -54,6 +54,9 @@ class GenerationModule(TaskModule):
     (SAGAN); ``train/d_real`` and ``train/d_fake`` are D's mean probabilities for the first, its
     mean raw scores for the others.
 
+    ``gradient_clip_val`` (``trainer.gradient_clip_val``, which Lightning applies to automatic
+    optimization only) clips each optimizer's gradients before its step.
+
     An EMA copy of the generator (``g_ema``) makes the samples: the fixed-noise grid logged each
     epoch, the images scored by the metrics, and those ``eval.py`` writes.
 
@@ -88,6 +91,8 @@ class GenerationModule(TaskModule):
         metrics: Mapping[str, Any] | None = None,
         num_grid: int = 64,
         channels_last: bool = False,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__(net, scheduler=scheduler)
         if loss not in LOSSES:
@@ -222,6 +227,12 @@ class GenerationModule(TaskModule):
         refresh_parametrizations(self.g_ema.module)  # spectral norm of the averaged weights
         self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
         return {"d_loss": d_out["d_loss"].detach(), "g_loss": g_loss.detach()}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip here, not after ``manual_backward``: under mixed precision the gradients are
+        unscaled by now."""
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.scheduler_interval == "epoch":
