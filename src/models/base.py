@@ -23,7 +23,10 @@ from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
 from src.models.distillation import Distiller
 from src.models.pretrained import under
-from src.utils.errors import ConfigError, describe
+from src.utils.errors import CheckpointError, ConfigError, describe
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -112,9 +115,47 @@ def build_optimizers(
                           "or raise model.scheduler.pct_start") from e
     # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
     config = {"scheduler": sched, "interval": interval, "name": f"train/lr{suffix}"}
+    if schedule_length(sched) is not None:  # before a resume's checkpoint overwrites it (TaskModule.on_train_start)
+        module.schedule_lengths[config["name"]] = schedule_length(sched)
     if monitor is not None:
         config["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": config}
+
+
+def schedule_length(scheduler: Any) -> int | None:
+    """The number of steps a scheduler's shape is laid out over (OneCycleLR's ``total_steps``);
+    None for shapes that do not depend on the run's length (ReduceLROnPlateau, warm-up then
+    inverse square root, exponential decay...)."""
+    return scheduler.total_steps if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) else None
+
+
+def stretch_schedule(scheduler: Any, length: int, ckpt_path: str, extra: str) -> str:
+    """Lay out the rest of a resumed scheduler's shape over ``length`` steps, continuing from the
+    learning rate it has reached; returns the line to log. A shape with nothing left to stretch
+    (a one-cycle schedule that has ended) is a CheckpointError naming ``extra``, the command-line
+    length of a new run started from the checkpoint's weights.
+
+    One-cycle (two phases): in its warm-up, the decay ends later; in its decay, the decay's start
+    moves so that the share of the decay done, hence the learning rate (and momentum), is the same
+    at the current step and the rest anneals to the same final rate at the new end."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        raise TypeError(f"{type(scheduler).__name__} has no length to stretch")
+    step, old, (warm, decay) = scheduler.last_epoch, scheduler.total_steps, scheduler._schedule_phases[:2]
+    restart = f"train longer from its weights with a new schedule: init=checkpoint init.path={ckpt_path} {extra}"
+    if len(scheduler._schedule_phases) != 2:
+        raise CheckpointError(f"ckpt_path={ckpt_path} holds a three-phase one-cycle schedule of {old} steps, which "
+                              f"cannot be stretched to {length}; {restart}")
+    done = 0.0 if step <= warm["end_step"] else (step - warm["end_step"]) / (decay["end_step"] - warm["end_step"])
+    if done >= 1 or length - 1 <= step:
+        raise CheckpointError(f"ckpt_path={ckpt_path} has run its one-cycle schedule of {old} steps to step {step} "
+                              f"(learning rate {scheduler.get_last_lr()[0]:.3g}); it cannot continue for {length} steps "
+                              f"without jumping back up; {restart}")
+    if done > 0:
+        warm["end_step"] = (step - done * (length - 1)) / (1 - done)
+    decay["end_step"] = length - 1
+    scheduler.total_steps = length
+    return (f"Resumed one-cycle schedule stretched from {old} to {length} steps: from step {step} "
+            f"(learning rate {scheduler.get_last_lr()[0]:.3g}) it anneals to its final rate at the new end")
 
 
 def _outside_net(module: LightningModule) -> list[dict[str, Any]]:
@@ -144,6 +185,8 @@ class TaskModule(LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.test_predictions: list[dict[str, Any]] | None = None
+        #: each scheduler's length as built for this run, by its name (see build_optimizers)
+        self.schedule_lengths: dict[str, int] = {}
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -158,6 +201,17 @@ class TaskModule(LightningModule):
         # checkpoints of compiled runs load into uncompiled nets and vice versa.
         if self.hparams.get("compile") and stage == "fit":
             self.net.compile()
+
+    def on_train_start(self) -> None:
+        """A resumed run whose length (trainer.max_epochs/max_steps) is not the one its checkpoint's
+        schedules were laid out for: stretch them to the new end, or stop in one line."""
+        trainer = self.trainer
+        extra = (f"trainer.max_epochs={trainer.max_epochs - trainer.current_epoch}" if trainer.max_epochs not in (None, -1)
+                 else f"trainer.max_steps={trainer.max_steps - trainer.global_step}")
+        for config in trainer.lr_scheduler_configs:
+            length = self.schedule_lengths.get(config.name)
+            if length is not None and schedule_length(config.scheduler) != length:
+                log.info(f"{config.name}: {stretch_schedule(config.scheduler, length, trainer.ckpt_path, extra)}")
 
     def configure_optimizers(self) -> Any:
         if not self.needs_checkpoint:
