@@ -79,7 +79,8 @@ def build_optimizers(
     ``max_lr`` is scaled with them, other schedulers scale each group's own rate.
 
     A scheduler whose signature takes ``total_steps`` (OneCycleLR) and does not set it gets the
-    trainer's estimate, so one config serves any dataset size, batch size or device count.
+    trainer's estimate, so one config serves any dataset size, batch size or device count; so does
+    ``T_max`` (CosineAnnealingLR), in epochs when ``interval`` is ``epoch``.
     """
     name = f"optimizer{suffix}"
     if optimizer is None:
@@ -100,8 +101,14 @@ def build_optimizers(
         return opt
     kwargs: dict[str, Any] = {}
     func = getattr(scheduler, "func", scheduler)
-    if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(scheduler, "keywords", {}):
-        kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
+    unset = set(inspect.signature(func).parameters) - set(getattr(scheduler, "keywords", {}))
+    if "total_steps" in unset or ("T_max" in unset and interval == "step"):
+        kwargs["total_steps" if "total_steps" in unset else "T_max"] = int(module.trainer.estimated_stepping_batches)
+    elif "T_max" in unset:
+        if module.trainer.max_epochs in (None, -1):
+            raise ConfigError("model.scheduler needs trainer.max_epochs for its T_max (model.scheduler_interval: epoch); "
+                              "set it, or model.scheduler_interval=step")
+        kwargs["T_max"] = module.trainer.max_epochs
     max_lr = _keyword(scheduler, "max_lr")
     if groups is not None and isinstance(max_lr, (int, float)):  # one peak per group, in the groups' ratios
         kwargs["max_lr"] = [max_lr * group["lr"] / lr for group in opt.param_groups]
@@ -123,39 +130,46 @@ def build_optimizers(
 
 
 def schedule_length(scheduler: Any) -> int | None:
-    """The number of steps a scheduler's shape is laid out over (OneCycleLR's ``total_steps``);
-    None for shapes that do not depend on the run's length (ReduceLROnPlateau, warm-up then
-    inverse square root, exponential decay...)."""
-    return scheduler.total_steps if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) else None
+    """The number of steps a scheduler's shape is laid out over (OneCycleLR's ``total_steps``,
+    CosineAnnealingLR's ``T_max``); None for shapes that do not depend on the run's length
+    (ReduceLROnPlateau, warm-up then inverse square root, exponential decay...)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return scheduler.total_steps
+    return scheduler.T_max if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) else None
 
 
 def stretch_schedule(scheduler: Any, length: int, ckpt_path: str, extra: str) -> str:
     """Lay out the rest of a resumed scheduler's shape over ``length`` steps, continuing from the
-    learning rate it has reached; returns the line to log. A shape with nothing left to stretch
-    (a one-cycle schedule that has ended) is a CheckpointError naming ``extra``, the command-line
-    length of a new run started from the checkpoint's weights.
+    learning rate it has reached; returns the line to log. A shape that cannot continue without a
+    jump (it has ended: its learning rate is at the floor) is a CheckpointError naming ``extra``,
+    the command-line length of a new run started from the checkpoint's weights.
 
     One-cycle (two phases): in its warm-up, the decay ends later; in its decay, the decay's start
     moves so that the share of the decay done, hence the learning rate (and momentum), is the same
-    at the current step and the rest anneals to the same final rate at the new end."""
-    if not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-        raise TypeError(f"{type(scheduler).__name__} has no length to stretch")
-    step, old, (warm, decay) = scheduler.last_epoch, scheduler.total_steps, scheduler._schedule_phases[:2]
-    restart = f"train longer from its weights with a new schedule: init=checkpoint init.path={ckpt_path} {extra}"
-    if len(scheduler._schedule_phases) != 2:
-        raise CheckpointError(f"ckpt_path={ckpt_path} holds a three-phase one-cycle schedule of {old} steps, which "
-                              f"cannot be stretched to {length}; {restart}")
-    done = 0.0 if step <= warm["end_step"] else (step - warm["end_step"]) / (decay["end_step"] - warm["end_step"])
-    if done >= 1 or length - 1 <= step:
-        raise CheckpointError(f"ckpt_path={ckpt_path} has run its one-cycle schedule of {old} steps to step {step} "
-                              f"(learning rate {scheduler.get_last_lr()[0]:.3g}); it cannot continue for {length} steps "
-                              f"without jumping back up; {restart}")
-    if done > 0:
-        warm["end_step"] = (step - done * (length - 1)) / (1 - done)
-    decay["end_step"] = length - 1
-    scheduler.total_steps = length
-    return (f"Resumed one-cycle schedule stretched from {old} to {length} steps: from step {step} "
-            f"(learning rate {scheduler.get_last_lr()[0]:.3g}) it anneals to its final rate at the new end")
+    at the current step, and the rest anneals to the same final rate at the new end. Cosine:
+    torch steps it multiplicatively from the current rate, so a new ``T_max`` continues it."""
+    old, step, lr = schedule_length(scheduler), scheduler.last_epoch, scheduler.get_last_lr()[0]
+    one_cycle = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    if one_cycle:
+        warm, decay = scheduler._schedule_phases[0], scheduler._schedule_phases[-1]
+        done = 0.0 if step <= warm["end_step"] else (step - warm["end_step"]) / (decay["end_step"] - warm["end_step"])
+    else:
+        done = step / old
+    kind = "one-cycle" if one_cycle else "cosine"
+    if done >= 1 or length <= step + 1 or (one_cycle and len(scheduler._schedule_phases) != 2):
+        raise CheckpointError(f"ckpt_path={ckpt_path} has run its {kind} schedule of {old} steps to step {step} "
+                              f"(learning rate {lr:.3g}); it cannot be stretched to {length} steps without a jump in "
+                              f"the learning rate; train longer from its weights with a new schedule: init=checkpoint "
+                              f"init.path={ckpt_path} {extra}")
+    if one_cycle:
+        if done > 0:
+            warm["end_step"] = (step - done * (length - 1)) / (1 - done)
+        decay["end_step"] = length - 1
+        scheduler.total_steps = length
+    else:
+        scheduler.T_max = length
+    return (f"Resumed {kind} schedule stretched from {old} to {length} steps: from step {step} (learning rate "
+            f"{lr:.3g}) it anneals to its final rate at the new end")
 
 
 def _outside_net(module: LightningModule) -> list[dict[str, Any]]:
