@@ -83,3 +83,41 @@ def test_a_finished_schedule_resumed_for_longer_is_one_line(tmp_path: Path, capl
     assert line.endswith(f"train longer from its weights with a new schedule: init=checkpoint init.path={last} "
                          "trainer.max_epochs=2"), line
     assert "Traceback" not in caplog.text
+
+
+@pytest.fixture
+def interrupted(tmp_path: Path) -> tuple[list[str], Path]:
+    """A run of 2 epochs (10 batches each) stopped after the first: its overrides, its last.ckpt."""
+    common = ["trainer.limit_train_batches=10", "trainer.limit_val_batches=1", "test=false", "trainer.max_epochs=2"]
+    run(common, tmp_path / "first", stop_after=1)
+    return common, tmp_path / "first" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.net.hidden=64", "does not fit this model: net.classifier.1.weight is [128, "),
+    ("model.lr_scales={features: 0.1}", "holds optimizers of [1] parameter groups, this run builds [2] (model.lr_scales"),
+    ("model.optimizer._target_=torch.optim.SGD", "holds the state of another optimizer class than this run's"),
+])
+def test_a_resume_override_that_breaks_restored_state_is_one_line(override: str, message: str, interrupted,
+                                                                   tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """torch's size-mismatch list, 'different number of parameter groups' or KeyError tracebacks before."""
+    common, last = interrupted
+    caplog.set_level("INFO")
+    with pytest.raises(SystemExit) as e:
+        run([*common, override, f"ckpt_path={last}"], tmp_path / "resumed")
+    assert e.value.code == 1
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith(f"CheckpointError: ckpt_path={last} ") and message in line, line
+    assert line.endswith(f"init=checkpoint init.path={last}") and "Traceback" not in caplog.text
+
+
+def test_resume_names_the_settings_its_restored_state_replaces(interrupted, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Lightning restores the optimizer and schedule: a new learning rate on resume used to be dropped silently."""
+    common, last = interrupted
+    caplog.set_level("INFO")
+    run([*common, "model.optimizer.lr=0.1", "model.scheduler.pct_start=0.3", f"ckpt_path={last}"], tmp_path / "resumed")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "Resuming restores" in r.getMessage()]
+    assert line == (f"Resuming restores the optimizer and schedule state of ckpt_path={last}: model.optimizer.lr=0.1, "
+                    "model.scheduler.max_lr=0.1, model.scheduler.pct_start=0.3 do not apply (the run's own settings do); "
+                    f"for new settings from its weights: init=checkpoint init.path={last}")

@@ -21,6 +21,7 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
+from src.callbacks.run_metadata import KEY
 from src.models.distillation import Distiller
 from src.models.pretrained import under
 from src.utils.errors import CheckpointError, ConfigError, describe
@@ -201,6 +202,8 @@ class TaskModule(LightningModule):
         self.test_predictions: list[dict[str, Any]] | None = None
         #: each scheduler's length as built for this run, by its name (see build_optimizers)
         self.schedule_lengths: dict[str, int] = {}
+        #: the parameter groups of each optimizer a resumed checkpoint holds, until they are checked
+        self._resumed_groups: list[list[dict[str, Any]]] | None = None
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -215,6 +218,57 @@ class TaskModule(LightningModule):
         # checkpoints of compiled runs load into uncompiled nets and vice versa.
         if self.hparams.get("compile") and stage == "fit":
             self.net.compile()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint whose weights do not fit this net (a ``model.net.*`` override on resume)
+        is one line, not torch's list of size mismatches. On resume, the optimizer and schedule
+        settings of this run that the restored state replaces are named in one warning, and the
+        saved optimizers are checked against this run's once those are built (:meth:`on_fit_start`)."""
+        path = self._trainer.ckpt_path if self._trainer is not None else "the checkpoint"
+        own = self.state_dict()
+        wrong = [(k, list(v.shape), list(own[k].shape)) for k, v in checkpoint["state_dict"].items()
+                 if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+        if wrong:
+            key, theirs, ours = wrong[0]
+            raise CheckpointError(f"ckpt_path={path} does not fit this model: {key} is {theirs} there, {ours} here "
+                                  f"({len(wrong)} tensors differ); resume with the model.net settings it was trained "
+                                  f"with, or start a new run from its weights: init=checkpoint init.path={path}")
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        self._resumed_groups = [state["param_groups"] for state in checkpoint.get("optimizer_states", [])]
+        trained = checkpoint.get(KEY, {}).get("config", {}).get("model", {})
+        ignored = [f"model.{name}.{k}={v}" for name, factory in self.optimization_factories().items()
+                   for k, v in getattr(factory, "keywords", {}).items()
+                   if isinstance(trained.get(name), dict) and k in trained[name] and trained[name][k] != v]
+        if ignored:
+            log.warning(f"Resuming restores the optimizer and schedule state of ckpt_path={path}: {', '.join(ignored)} "
+                        f"do not apply (the run's own settings do); for new settings from its weights: "
+                        f"init=checkpoint init.path={path}")
+
+    def optimization_factories(self) -> dict[str, Any]:
+        """The ``_partial_`` optimizer and scheduler factories, by their key under ``model``."""
+        return {"optimizer": self.optimizer_factory, "scheduler": self.scheduler_factory}
+
+    def on_fit_start(self) -> None:
+        """Resuming restores each optimizer's state over the one this run built: one that cannot
+        take it (another optimizer class, other ``model.lr_scales`` groups) is one line here, not
+        torch's error while Lightning restores it."""
+        resumed, self._resumed_groups = self._resumed_groups, None
+        if not resumed:
+            return
+        path, fresh = self.trainer.ckpt_path, [opt.param_groups for opt in self.trainer.optimizers]
+        if [len(groups) for groups in resumed] != [len(groups) for groups in fresh]:
+            raise CheckpointError(f"ckpt_path={path} holds optimizers of {[len(g) for g in resumed]} parameter groups, "
+                                  f"this run builds {[len(g) for g in fresh]} (model.lr_scales differs from the run's); "
+                                  f"resume with its settings, or start a new run from its weights: "
+                                  f"init=checkpoint init.path={path}")
+        for theirs, ours in zip((g for groups in resumed for g in groups), (g for groups in fresh for g in groups)):
+            if set(theirs) - {"params"} != set(ours) - {"params"}:
+                raise CheckpointError(f"ckpt_path={path} holds the state of another optimizer class than this run's "
+                                      f"(settings {sorted(set(theirs) - {'params'} - set(ours))} there, "
+                                      f"{sorted(set(ours) - {'params'} - set(theirs))} here); resume with its "
+                                      f"model.optimizer, or start a new run from its weights: init=checkpoint "
+                                      f"init.path={path}")
 
     def on_train_start(self) -> None:
         """A resumed run whose length (trainer.max_epochs/max_steps) is not the one its checkpoint's

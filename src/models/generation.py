@@ -119,6 +119,10 @@ class GenerationModule(TaskModule):
         self._eval_rng: torch.Generator | None = None
         self._predicted = 0
 
+    def optimization_factories(self) -> dict[str, Any]:
+        return {"optimizer_g": self.optimizer_factories["g"], "optimizer_d": self.optimizer_factories["d"],
+                "scheduler": self.scheduler_factory}
+
     # -- sampling ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> GenerationModule:
         """The EMA generator only samples: its BatchNorm always uses the averaged statistics."""
