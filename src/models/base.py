@@ -24,7 +24,7 @@ from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 from src.callbacks.run_metadata import KEY
 from src.models.distillation import Distiller
 from src.models.pretrained import under
-from src.utils.errors import CheckpointError, ConfigError, describe
+from src.utils.errors import CheckpointError, ConfigError, DataError, describe
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -269,6 +269,15 @@ class TaskModule(LightningModule):
                                       f"{sorted(set(ours) - {'params'} - set(theirs))} here); resume with its "
                                       f"model.optimizer, or start a new run from its weights: init=checkpoint "
                                       f"init.path={path}")
+
+    def teardown(self, stage: str) -> None:
+        """A test that ran no batch computed no test metric: the run must not end as if it had."""
+        if stage == "test" and sum(self.trainer.num_test_batches) == 0:
+            if self.trainer.limit_test_batches == 0:
+                raise ConfigError("trainer.limit_test_batches=0 leaves the test no batch, so no test metric was "
+                                  "computed; to skip testing, set test=false")
+            raise DataError("the test split is empty, so no test metric was computed; check the data's test files "
+                            "(data.*), or skip testing with test=false")
 
     def on_train_start(self) -> None:
         """A resumed run whose length (trainer.max_epochs/max_steps) is not the one its checkpoint's
