@@ -120,5 +120,5 @@ def test_resume_names_the_settings_its_restored_state_replaces(interrupted, tmp_
     run([*common, "model.optimizer.lr=0.1", "model.scheduler.pct_start=0.3", f"ckpt_path={last}"], tmp_path / "resumed")
     (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "Resuming restores" in r.getMessage()]
     assert line == (f"Resuming restores the optimizer and schedule state of ckpt_path={last}: model.optimizer.lr=0.1, "
-                    "model.scheduler.max_lr=0.1, model.scheduler.pct_start=0.3 do not apply (the run's own settings do); "
-                    f"for new settings from its weights: init=checkpoint init.path={last}")
+                    "model.scheduler.max_lr=0.1, model.scheduler.pct_start=0.3 do not apply (the restored state keeps "
+                    f"the trained run's values); for new settings from its weights: init=checkpoint init.path={last}")

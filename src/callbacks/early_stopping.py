@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from lightning import Trainer
 from lightning.pytorch.callbacks import early_stopping
-from torch import Tensor
 
 from src.utils.errors import ConfigError
 

@@ -225,8 +225,10 @@ class TaskModule(LightningModule):
         settings of this run that the restored state replaces are named in one warning, and the
         saved optimizers are checked against this run's once those are built (:meth:`on_fit_start`)."""
         path = self._trainer.ckpt_path if self._trainer is not None else "the checkpoint"
-        own = self.state_dict()
-        wrong = [(k, list(v.shape), list(own[k].shape)) for k, v in checkpoint["state_dict"].items()
+        # sharding strategies (FSDP) restore after setup, into tensors of other shapes: Lightning checks those
+        sharded = self._trainer is not None and self.trainer.strategy.restore_checkpoint_after_setup
+        own = {} if sharded else self.state_dict()
+        wrong = [(k, list(v.shape), list(own[k].shape)) for k, v in checkpoint.get("state_dict", {}).items()
                  if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
         if wrong:
             key, theirs, ours = wrong[0]
@@ -242,7 +244,7 @@ class TaskModule(LightningModule):
                    if isinstance(trained.get(name), dict) and k in trained[name] and trained[name][k] != v]
         if ignored:
             log.warning(f"Resuming restores the optimizer and schedule state of ckpt_path={path}: {', '.join(ignored)} "
-                        f"do not apply (the run's own settings do); for new settings from its weights: "
+                        f"do not apply (the restored state keeps the trained run's values); for new settings from its weights: "
                         f"init=checkpoint init.path={path}")
 
     def optimization_factories(self) -> dict[str, Any]:
