@@ -4,6 +4,7 @@ train on."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_longer_resume_continues_the_schedule(overrides: list[str], stretched:
     assert all("stretched from 20 to 30 steps: from step 10" in line for line in lines), lines
     for k in range(len(before[0])):
         curve = [lrs[k] for lrs in before + after]
-        steps = [abs(a - b) for a, b in zip(curve, curve[1:])]
+        steps = [abs(a - b) for a, b in pairwise(curve)]
         assert steps[len(before) - 1] <= max(steps[:len(before) - 1]) * 1.05, curve  # the junction: no jump
         if stretched:
             assert curve[-1] < 0.01 * max(curve) and curve[len(before) - 1:] == sorted(curve[len(before) - 1:], reverse=True)

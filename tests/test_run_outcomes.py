@@ -25,11 +25,11 @@ def one_error_line(cfg, caplog: pytest.LogCaptureFixture) -> str:
 @pytest.mark.parametrize(("overrides", "message"), [
     # Lightning's EarlyStopping raised a RuntimeError (a traceback) in both
     (["model.watch.metric=val/accc"], "ConfigError: early stopping watches val/accc, which was never logged (logged: "),
-    (["trainer.limit_val_batches=0"], "ConfigError: early stopping watches val/acc, which validation logs, and "
-                                      "validation ran no batch (trainer.limit_val_batches=0"),
+    (["trainer.limit_val_batches=0"], ("ConfigError: early stopping watches val/acc, which validation logs, and "
+                                       "validation ran no batch (trainer.limit_val_batches=0")),
     # the test was skipped and the run ended with exit 0 and no test metric
-    (["trainer.limit_test_batches=0"], "ConfigError: trainer.limit_test_batches=0 leaves the test no batch, so no test "
-                                       "metric was computed; to skip testing, set test=false"),
+    (["trainer.limit_test_batches=0"], ("ConfigError: trainer.limit_test_batches=0 leaves the test no batch, so no "
+                                        "test metric was computed; to skip testing, set test=false")),
 ], ids=["metric typo", "no validation", "no test"])
 def test_a_run_that_measures_nothing_is_one_line(overrides: list[str], message: str, cfg_train,
                                                  caplog: pytest.LogCaptureFixture) -> None:
