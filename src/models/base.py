@@ -3,7 +3,8 @@
 - :class:`TaskModule` (every task): the injected net, the optimizer and scheduler factories
   (``_partial_`` configs, kept out of ``hparams`` so checkpoints load with ``weights_only=True``),
   channels-last and ``torch.compile`` of the net, and ``configure_optimizers`` with layer-wise
-  learning rates (``model.lr_scales``).
+  learning rates (``model.lr_scales``); on resume, schedules stretched to a new run length, and a
+  checkpoint whose weights or optimizers this run cannot take stopped in one line.
 - :class:`LabelTaskModule` (tasks that predict one label per example: image classes, VQA
   answers): per-stage metric collections and mean losses, the best validation accuracy so far
   (``val/acc_best``), and the training loss, distilled from a teacher when ``distill=kd``.
@@ -244,8 +245,8 @@ class TaskModule(LightningModule):
                    if isinstance(trained.get(name), dict) and k in trained[name] and trained[name][k] != v]
         if ignored:
             log.warning(f"Resuming restores the optimizer and schedule state of ckpt_path={path}: {', '.join(ignored)} "
-                        f"do not apply (the restored state keeps the trained run's values); for new settings from its weights: "
-                        f"init=checkpoint init.path={path}")
+                        "do not apply (the restored state keeps the trained run's values); for new settings from its "
+                        f"weights: init=checkpoint init.path={path}")
 
     def optimization_factories(self) -> dict[str, Any]:
         """The ``_partial_`` optimizer and scheduler factories, by their key under ``model``."""
