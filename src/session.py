@@ -121,8 +121,8 @@ def build(cfg: DictConfig, mode: Mode) -> Session:
     if mode == "train":
         ckpt = _initial_weights(cfg, module, ckpt)
     elif ckpt is not None:
+        module.on_load_checkpoint(ckpt)  # first, as LightningModule.load_from_checkpoint: its checks name the problem
         module.load_state_dict(ckpt["state_dict"])
-        module.on_load_checkpoint(ckpt)  # as LightningModule.load_from_checkpoint does
     elif isinstance(module, MayNeedNoWeights) and module.needs_checkpoint:
         raise CheckpointError(f"model={choices.get('model', cfg.model._target_)} needs trained weights: "
                               "pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
@@ -133,7 +133,10 @@ def build(cfg: DictConfig, mode: Mode) -> Session:
     session = Session(cfg, mode, choices, datamodule, module, None, ckpt, resolved)
     if mode == "train":
         callbacks = [*instantiate_callbacks(cfg.get("callbacks")), RunMetadata(resolved, choices)]
-        session.trainer = make_trainer(cfg, callbacks)
+        # Lightning clips automatic optimization only and refuses the setting otherwise: a GAN clips
+        # its own optimizers with the same trainer.gradient_clip_val (src/models/generation.py)
+        manual = {} if module.automatic_optimization else {"gradient_clip_val": None}
+        session.trainer = make_trainer(cfg, callbacks, **manual)
         log_hyperparameters(resolved, module, session.trainer)
     elif mode == "eval":
         session.trainer = make_trainer(cfg, [])

@@ -18,6 +18,11 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or from another model/data pair."""
 
 
+class DivergenceError(UserError):
+    """A training run whose losses or weights stopped being finite: settings (learning rate,
+    precision, no gradient clipping) the model cannot train with."""
+
+
 def describe(exc: BaseException, limit: int = 200) -> str:
     """``Type: first line of the message``, for wrapping a library error into one of ours."""
     lines = str(exc).strip().splitlines()

@@ -3,7 +3,8 @@
 - :class:`TaskModule` (every task): the injected net, the optimizer and scheduler factories
   (``_partial_`` configs, kept out of ``hparams`` so checkpoints load with ``weights_only=True``),
   channels-last and ``torch.compile`` of the net, and ``configure_optimizers`` with layer-wise
-  learning rates (``model.lr_scales``).
+  learning rates (``model.lr_scales``); on resume, schedules stretched to a new run length, and a
+  checkpoint whose weights or optimizers this run cannot take stopped in one line.
 - :class:`LabelTaskModule` (tasks that predict one label per example: image classes, VQA
   answers): per-stage metric collections and mean losses, the best validation accuracy so far
   (``val/acc_best``), and the training loss, distilled from a teacher when ``distill=kd``.
@@ -21,9 +22,13 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 
-from src.core.errors import ConfigError, describe
+from src.core.checkpoints import KEY
+from src.core.errors import CheckpointError, ConfigError, DataError, describe
 from src.core.prefix import under
 from src.models.distillation import Distiller
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -76,7 +81,8 @@ def build_optimizers(
     ``max_lr`` is scaled with them, other schedulers scale each group's own rate.
 
     A scheduler whose signature takes ``total_steps`` (OneCycleLR) and does not set it gets the
-    trainer's estimate, so one config serves any dataset size, batch size or device count.
+    trainer's estimate, so one config serves any dataset size, batch size or device count; so does
+    ``T_max`` (CosineAnnealingLR), in epochs when ``interval`` is ``epoch``.
     """
     name = f"optimizer{suffix}"
     if optimizer is None:
@@ -97,8 +103,14 @@ def build_optimizers(
         return opt
     kwargs: dict[str, Any] = {}
     func = getattr(scheduler, "func", scheduler)
-    if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(scheduler, "keywords", {}):
-        kwargs["total_steps"] = int(module.trainer.estimated_stepping_batches)
+    unset = set(inspect.signature(func).parameters) - set(getattr(scheduler, "keywords", {}))
+    if "total_steps" in unset or ("T_max" in unset and interval == "step"):
+        kwargs["total_steps" if "total_steps" in unset else "T_max"] = int(module.trainer.estimated_stepping_batches)
+    elif "T_max" in unset:
+        if module.trainer.max_epochs in (None, -1):
+            raise ConfigError("model.scheduler needs trainer.max_epochs for its T_max (model.scheduler_interval: epoch); "
+                              "set it, or model.scheduler_interval=step")
+        kwargs["T_max"] = module.trainer.max_epochs
     max_lr = _keyword(scheduler, "max_lr")
     if groups is not None and isinstance(max_lr, (int, float)):  # one peak per group, in the groups' ratios
         kwargs["max_lr"] = [max_lr * group["lr"] / lr for group in opt.param_groups]
@@ -112,9 +124,54 @@ def build_optimizers(
                           "or raise model.scheduler.pct_start") from e
     # "name" is what LearningRateMonitor logs under: train/lr, per the stage/name convention.
     config = {"scheduler": sched, "interval": interval, "name": f"train/lr{suffix}"}
+    if schedule_length(sched) is not None:  # before a resume's checkpoint overwrites it (TaskModule.on_train_start)
+        module.schedule_lengths[config["name"]] = schedule_length(sched)
     if monitor is not None:
         config["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": config}
+
+
+def schedule_length(scheduler: Any) -> int | None:
+    """The number of steps a scheduler's shape is laid out over (OneCycleLR's ``total_steps``,
+    CosineAnnealingLR's ``T_max``); None for shapes that do not depend on the run's length
+    (ReduceLROnPlateau, warm-up then inverse square root, exponential decay...)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return scheduler.total_steps
+    return scheduler.T_max if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) else None
+
+
+def stretch_schedule(scheduler: Any, length: int, ckpt_path: str, extra: str) -> str:
+    """Lay out the rest of a resumed scheduler's shape over ``length`` steps, continuing from the
+    learning rate it has reached; returns the line to log. A shape that cannot continue without a
+    jump (it has ended: its learning rate is at the floor) is a CheckpointError naming ``extra``,
+    the command-line length of a new run started from the checkpoint's weights.
+
+    One-cycle (two phases): in its warm-up, the decay ends later; in its decay, the decay's start
+    moves so that the share of the decay done, hence the learning rate (and momentum), is the same
+    at the current step, and the rest anneals to the same final rate at the new end. Cosine:
+    torch steps it multiplicatively from the current rate, so a new ``T_max`` continues it."""
+    old, step, lr = schedule_length(scheduler), scheduler.last_epoch, scheduler.get_last_lr()[0]
+    one_cycle = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    if one_cycle:
+        warm, decay = scheduler._schedule_phases[0], scheduler._schedule_phases[-1]
+        done = 0.0 if step <= warm["end_step"] else (step - warm["end_step"]) / (decay["end_step"] - warm["end_step"])
+    else:
+        done = step / old
+    kind = "one-cycle" if one_cycle else "cosine"
+    if done >= 1 or length <= step + 1 or (one_cycle and len(scheduler._schedule_phases) != 2):
+        raise CheckpointError(f"ckpt_path={ckpt_path} has run its {kind} schedule of {old} steps to step {step} "
+                              f"(learning rate {lr:.3g}); it cannot be stretched to {length} steps without a jump in "
+                              f"the learning rate; train longer from its weights with a new schedule: init=checkpoint "
+                              f"init.path={ckpt_path} {extra}")
+    if one_cycle:
+        if done > 0:
+            warm["end_step"] = (step - done * (length - 1)) / (1 - done)
+        decay["end_step"] = length - 1
+        scheduler.total_steps = length
+    else:
+        scheduler.T_max = length
+    return (f"Resumed {kind} schedule stretched from {old} to {length} steps: from step {step} (learning rate "
+            f"{lr:.3g}) it anneals to its final rate at the new end")
 
 
 def _outside_net(module: LightningModule) -> list[dict[str, Any]]:
@@ -144,6 +201,10 @@ class TaskModule(LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.test_predictions: list[dict[str, Any]] | None = None
+        #: each scheduler's length as built for this run, by its name (see build_optimizers)
+        self.schedule_lengths: dict[str, int] = {}
+        #: the parameter groups of each optimizer a resumed checkpoint holds, until they are checked
+        self._resumed_groups: list[list[dict[str, Any]]] | None = None
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -158,6 +219,79 @@ class TaskModule(LightningModule):
         # checkpoints of compiled runs load into uncompiled nets and vice versa.
         if self.hparams.get("compile") and stage == "fit":
             self.net.compile()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint whose weights do not fit this net (a ``model.net.*`` override on resume)
+        is one line, not torch's list of size mismatches. On resume, the optimizer and schedule
+        settings of this run that the restored state replaces are named in one warning, and the
+        saved optimizers are checked against this run's once those are built (:meth:`on_fit_start`)."""
+        path = self._trainer.ckpt_path if self._trainer is not None else "the checkpoint"
+        # sharding strategies (FSDP) restore after setup, into tensors of other shapes: Lightning checks those
+        sharded = self._trainer is not None and self.trainer.strategy.restore_checkpoint_after_setup
+        own = {} if sharded else self.state_dict()
+        wrong = [(k, list(v.shape), list(own[k].shape)) for k, v in checkpoint.get("state_dict", {}).items()
+                 if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+        if wrong:
+            key, theirs, ours = wrong[0]
+            raise CheckpointError(f"ckpt_path={path} does not fit this model: {key} is {theirs} there, {ours} here "
+                                  f"({len(wrong)} tensors differ); resume with the model.net settings it was trained "
+                                  f"with, or start a new run from its weights: init=checkpoint init.path={path}")
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        self._resumed_groups = [state["param_groups"] for state in checkpoint.get("optimizer_states", [])]
+        trained = checkpoint.get(KEY, {}).get("config", {}).get("model", {})
+        ignored = [f"model.{name}.{k}={v}" for name, factory in self.optimization_factories().items()
+                   for k, v in getattr(factory, "keywords", {}).items()
+                   if isinstance(trained.get(name), dict) and k in trained[name] and trained[name][k] != v]
+        if ignored:
+            log.warning(f"Resuming restores the optimizer and schedule state of ckpt_path={path}: {', '.join(ignored)} "
+                        "do not apply (the restored state keeps the trained run's values); for new settings from its "
+                        f"weights: init=checkpoint init.path={path}")
+
+    def optimization_factories(self) -> dict[str, Any]:
+        """The ``_partial_`` optimizer and scheduler factories, by their key under ``model``."""
+        return {"optimizer": self.optimizer_factory, "scheduler": self.scheduler_factory}
+
+    def on_fit_start(self) -> None:
+        """Resuming restores each optimizer's state over the one this run built: one that cannot
+        take it (another optimizer class, other ``model.lr_scales`` groups) is one line here, not
+        torch's error while Lightning restores it."""
+        resumed, self._resumed_groups = self._resumed_groups, None
+        if not resumed:
+            return
+        path, fresh = self.trainer.ckpt_path, [opt.param_groups for opt in self.trainer.optimizers]
+        if [len(groups) for groups in resumed] != [len(groups) for groups in fresh]:
+            raise CheckpointError(f"ckpt_path={path} holds optimizers of {[len(g) for g in resumed]} parameter groups, "
+                                  f"this run builds {[len(g) for g in fresh]} (model.lr_scales differs from the run's); "
+                                  f"resume with its settings, or start a new run from its weights: "
+                                  f"init=checkpoint init.path={path}")
+        for theirs, ours in zip((g for groups in resumed for g in groups), (g for groups in fresh for g in groups)):
+            if set(theirs) - {"params"} != set(ours) - {"params"}:
+                raise CheckpointError(f"ckpt_path={path} holds the state of another optimizer class than this run's "
+                                      f"(settings {sorted(set(theirs) - {'params'} - set(ours))} there, "
+                                      f"{sorted(set(ours) - {'params'} - set(theirs))} here); resume with its "
+                                      f"model.optimizer, or start a new run from its weights: init=checkpoint "
+                                      f"init.path={path}")
+
+    def teardown(self, stage: str) -> None:
+        """A test that ran no batch computed no test metric: the run must not end as if it had."""
+        if stage == "test" and sum(self.trainer.num_test_batches) == 0:
+            if self.trainer.limit_test_batches == 0:
+                raise ConfigError("trainer.limit_test_batches=0 leaves the test no batch, so no test metric was "
+                                  "computed; to skip testing, set test=false")
+            raise DataError("the test split is empty, so no test metric was computed; check the data's test files "
+                            "(data.*), or skip testing with test=false")
+
+    def on_train_start(self) -> None:
+        """A resumed run whose length (trainer.max_epochs/max_steps) is not the one its checkpoint's
+        schedules were laid out for: stretch them to the new end, or stop in one line."""
+        trainer = self.trainer
+        extra = (f"trainer.max_epochs={trainer.max_epochs - trainer.current_epoch}" if trainer.max_epochs not in (None, -1)
+                 else f"trainer.max_steps={trainer.max_steps - trainer.global_step}")
+        for config in trainer.lr_scheduler_configs:
+            length = self.schedule_lengths.get(config.name)
+            if length is not None and schedule_length(config.scheduler) != length:
+                log.info(f"{config.name}: {stretch_schedule(config.scheduler, length, trainer.ckpt_path, extra)}")
 
     def configure_optimizers(self) -> Any:
         if not self.needs_checkpoint:

@@ -18,6 +18,9 @@ from torchmetrics.classification import (
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
 from src.models.distillation import Distiller
 from src.utils.plots import log_figure, prediction_grid_figure
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
 
 
 class ClassificationModule(LabelTaskModule):
@@ -87,9 +90,14 @@ class ClassificationModule(LabelTaskModule):
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute().cpu()
         self.confusion.reset()
+        names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
+        predicted, present = matrix.sum(dim=0).nonzero().flatten(), int((matrix.sum(dim=1) > 0).sum())
+        if len(predicted) == 1 and present > 1:  # a finished run whose metrics are a class's share
+            log.warning(f"Every test prediction is class {names[int(predicted[0])]!r} though the test set holds "
+                        f"{present} classes: the model collapsed to a constant output; look at train/loss and lower "
+                        "the learning rate (model.optimizer.lr)")
         if not self.trainer.is_global_zero:
             return
-        names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]
         out = Path(self.trainer.default_root_dir)
         n = len(names)
         fig = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), layout="constrained")

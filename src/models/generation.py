@@ -59,6 +59,9 @@ class GenerationModule(TaskModule):
     (SAGAN); ``train/d_real`` and ``train/d_fake`` are D's mean probabilities for the first, its
     mean raw scores for the others.
 
+    ``gradient_clip_val`` (``trainer.gradient_clip_val``, which Lightning applies to automatic
+    optimization only) clips each optimizer's gradients before its step.
+
     An EMA copy of the generator (``g_ema``) makes the samples: the fixed-noise grid logged each
     epoch, the images scored by the metrics, and those ``eval.py`` writes.
 
@@ -93,6 +96,8 @@ class GenerationModule(TaskModule):
         metrics: Mapping[str, Any] | None = None,
         num_grid: int = 64,
         channels_last: bool = False,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__(net, scheduler=scheduler)
         if loss not in LOSSES:
@@ -118,6 +123,10 @@ class GenerationModule(TaskModule):
         self.quality: ImageQualityMetrics | None = None
         self._eval_rng: torch.Generator | None = None
         self._predicted = 0
+
+    def optimization_factories(self) -> dict[str, Any]:
+        return {"optimizer_g": self.optimizer_factories["g"], "optimizer_d": self.optimizer_factories["d"],
+                "scheduler": self.scheduler_factory}
 
     # -- sampling ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> GenerationModule:
@@ -187,7 +196,9 @@ class GenerationModule(TaskModule):
         schedulers = self.lr_schedulers()
         return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """One D step, and one G step every ``n_critic`` batches; returns the losses of the steps
+        taken (what the non-finite guard watches)."""
         x, y = batch
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -212,7 +223,7 @@ class GenerationModule(TaskModule):
         # The first batch of every n_critic updates the generator too, so even a one-batch run
         # (fast_dev_run) steps both optimizers.
         if batch_idx % self.hparams.n_critic:
-            return
+            return {"d_loss": d_out["d_loss"].detach()}
         self.toggle_optimizer(opt_g)
         g_loss = self._generator_loss(self.net.generator(self.noise(len(x)), labels), labels)
         opt_g.zero_grad(set_to_none=True)
@@ -224,6 +235,13 @@ class GenerationModule(TaskModule):
         self.g_ema.update_parameters(self.net.generator)
         refresh_parametrizations(self.g_ema.module)  # spectral norm of the averaged weights
         self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return {"d_loss": d_out["d_loss"].detach(), "g_loss": g_loss.detach()}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip here, not after ``manual_backward``: under mixed precision the gradients are
+        unscaled by now."""
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.scheduler_interval == "epoch":

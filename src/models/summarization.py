@@ -117,6 +117,7 @@ class SummarizationModule(TaskModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Called by Lightning when it restores a run (after ``setup``) and by eval.py (before)."""
+        super().on_load_checkpoint(checkpoint)
         self.trained_fingerprint = checkpoint.get("tokenizer_fingerprint")
         self._check_tokenizer()
 

@@ -1,0 +1,93 @@
+"""Stops a training run at its first non-finite loss, before any checkpoint is written from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+from src.core.errors import DivergenceError
+
+#: "no non-finite value yet": larger than any batch index, so a minimum over processes finds the first one
+_NONE = torch.iinfo(torch.int64).max
+
+
+class NonFiniteGuard(Callback):
+    """Watches the losses ``training_step`` returns (``loss``, or a GAN's ``d_loss`` and
+    ``g_loss``): the first batch where one is NaN or infinite stops the run with a
+    :class:`DivergenceError` (one line naming the batch, the loss and the likely fixes; exit 1; a
+    failed job in a sweep).
+
+    Each batch only records, on the device, the first batch index at which each loss was not
+    finite: nothing waits for the accelerator. The record is read every
+    ``trainer.log_every_n_steps`` batches (when Lightning reads the logged values anyway), at the
+    end of each epoch and of training, and before every checkpoint is written, as a minimum over
+    all processes, so every DDP rank stops at the same point. A checkpoint whose weights are not
+    finite (an update that overflowed while its loss was still finite) is refused too: the
+    checkpoints on disk hold the last finite state."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._first = {}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        index = trainer.fit_loop.epoch_loop.total_batch_idx
+        for name, loss in _losses(outputs).items():
+            first = self._first.get(name, torch.full((), _NONE, dtype=torch.int64, device=loss.device))
+            self._first[name] = torch.where(torch.isfinite(loss).all() | (first != _NONE), first, index)
+        if (index + 1) % trainer.log_every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._check(trainer, pl_module)
+        tensors = [t for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            raise DivergenceError(f"the weights became NaN or inf by training batch {trainer.fit_loop.epoch_loop.total_batch_idx} "
+                                  f"(epoch {trainer.current_epoch}) while every loss was finite; the run stopped without "
+                                  f"saving them (checkpoints/ keeps the last finite state): {_fixes(trainer, pl_module)}")
+
+    def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Raise if a process saw a non-finite loss (a collective: every process calls it at the same point)."""
+        if not self._first:
+            return
+        names = sorted(self._first)
+        first = trainer.strategy.reduce(torch.stack([self._first[n] for n in names]), reduce_op="min").tolist()
+        index = min(first)
+        if index == _NONE:
+            return
+        bad = " and ".join(f"train/{n}" for n, i in zip(names, first) if i == index)
+        per_epoch = trainer.num_training_batches
+        where = f"training batch {index}" + (f" (epoch {index // per_epoch}, batch {index % per_epoch})"
+                                             if isinstance(per_epoch, int) and per_epoch > 0 else "")
+        raise DivergenceError(f"{bad} became NaN or inf at {where}; the run stopped without saving anything from "
+                              f"there (checkpoints/ keeps the last finite state): {_fixes(trainer, pl_module)}")
+
+
+def _losses(outputs: Any) -> dict[str, torch.Tensor]:
+    """The losses among what ``training_step`` returned: ``loss`` and every ``*_loss`` tensor."""
+    if isinstance(outputs, torch.Tensor):
+        return {"loss": outputs}
+    if not isinstance(outputs, dict):
+        return {}
+    return {k: v for k, v in outputs.items() if (k == "loss" or k.endswith("_loss")) and isinstance(v, torch.Tensor)}
+
+
+def _fixes(trainer: Trainer, pl_module: LightningModule) -> str:
+    """The settings that most often make a run diverge, as they stand in this run."""
+    lr = "model.optimizer.lr" if len(trainer.optimizers) == 1 else "model.optimizer_*.lr"
+    fixes = [f"lower the learning rate ({lr})"]
+    if "16" in str(trainer.precision):
+        fixes.append(f"train in 32-true or bf16-mixed instead of trainer.precision={trainer.precision}")
+    if not (trainer.gradient_clip_val or pl_module.hparams.get("gradient_clip_val")):
+        fixes.append("clip gradients (trainer.gradient_clip_val=1.0)")
+    return ", ".join(fixes) + "; trainer.detect_anomaly=true finds the operation that made the first NaN"
