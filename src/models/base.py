@@ -182,9 +182,10 @@ def _outside_net(module: LightningModule) -> list[dict[str, Any]]:
 
 
 class TaskModule(LightningModule):
-    """Holds ``net`` and the factories; subclasses call ``save_hyperparameters(ignore=IGNORED)``
-    so that only plain values are saved. ``hparams.channels_last`` and ``hparams.compile`` (when
-    a subclass has them) act on the net at setup.
+    """Holds ``net``, the factories and the settings every task shares (the scheduler's interval
+    and monitor, ``lr_scales``, ``compile`` and ``channels_last``, which act on the net at setup):
+    subclasses pass them on from their own constructors, whose signatures Hydra fills, and call
+    ``save_hyperparameters(ignore=IGNORED)`` so that only plain values are saved.
 
     ``test_predictions``: set it to a list before testing (eval.py does) and a module whose
     predictions are made on the test examples adds one row per example while it tests, so they
@@ -196,10 +197,14 @@ class TaskModule(LightningModule):
     prediction_key: str | None = None
 
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None = None,
-                 scheduler: SchedulerFactory | None = None) -> None:
+                 scheduler: SchedulerFactory | None = None, *, scheduler_interval: str = "epoch",
+                 scheduler_monitor: str | None = "val/loss", lr_scales: Mapping[str, float] | None = None,
+                 compile: bool = False, channels_last: bool = False) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval, self.scheduler_monitor, self.lr_scales = scheduler_interval, scheduler_monitor, lr_scales
+        self.compile_net, self.channels_last = compile, channels_last
         self.test_predictions: list[dict[str, Any]] | None = None
         #: each scheduler's length as built for this run, by its name (see build_optimizers)
         self.schedule_lengths: dict[str, int] = {}
@@ -213,11 +218,11 @@ class TaskModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         # NHWC convolutions are faster on CPU (oneDNN) and on tensor cores.
-        if self.hparams.get("channels_last"):
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         # nn.Module.compile() compiles forward in place: the state_dict keys stay the same, so
         # checkpoints of compiled runs load into uncompiled nets and vice versa.
-        if self.hparams.get("compile") and stage == "fit":
+        if self.compile_net and stage == "fit":
             self.net.compile()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -297,10 +302,8 @@ class TaskModule(LightningModule):
         if not self.needs_checkpoint:
             raise ConfigError(f"{type(self.net).__name__} has no weights to train; evaluate it with eval.py and "
                               "the same model= and data= (no ckpt_path needed)")
-        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory,
-                                self.hparams.get("scheduler_interval", "epoch"),
-                                self.hparams.get("scheduler_monitor", "val/loss"),
-                                lr_scales=self.hparams.get("lr_scales"))
+        return build_optimizers(self, self.optimizer_factory, self.scheduler_factory, self.scheduler_interval,
+                                self.scheduler_monitor, lr_scales=self.lr_scales)
 
 
 class LabelTaskModule(TaskModule):

@@ -50,7 +50,9 @@ class ClassificationModule(LabelTaskModule):
         distiller: Distiller | None = None,
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
+                         scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
+                         channels_last=channels_last)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self._use_distiller(distiller, "classification", num_classes)
         self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),

@@ -99,7 +99,8 @@ class GenerationModule(TaskModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
     ) -> None:
-        super().__init__(net, scheduler=scheduler)
+        super().__init__(net, scheduler=scheduler, scheduler_interval=scheduler_interval, scheduler_monitor=None,
+                         channels_last=channels_last)
         if loss not in LOSSES:
             raise ConfigError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
         if scheduler_interval not in ("step", "epoch"):
@@ -200,12 +201,12 @@ class GenerationModule(TaskModule):
         """One D step, and one G step every ``n_critic`` batches; returns the losses of the steps
         taken (what the non-finite guard watches)."""
         x, y = batch
-        if self.hparams.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         labels = y if self.hparams.conditional else None
         opt_g, opt_d = self.optimizers()
         schedulers = self._schedulers()
-        step_schedulers = self.hparams.scheduler_interval == "step"
+        step_schedulers = self.scheduler_interval == "step"
 
         self.toggle_optimizer(opt_d)
         with torch.no_grad():
@@ -244,7 +245,7 @@ class GenerationModule(TaskModule):
             self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
-        if self.hparams.scheduler_interval == "epoch":
+        if self.scheduler_interval == "epoch":
             for scheduler in self._schedulers():
                 scheduler.step()
         if self.trainer.is_global_zero:
@@ -340,5 +341,5 @@ class GenerationModule(TaskModule):
         """Generator first, then discriminator: each optimizer (and scheduler, from the same
         ``_partial_``) over its own net. Both are checkpointed and restored on resume."""
         return [build_optimizers(self, self.optimizer_factories[name], self.scheduler_factory,
-                                 self.hparams.scheduler_interval, monitor=None, params=net.parameters(), suffix=f"_{name}")
+                                 self.scheduler_interval, monitor=None, params=net.parameters(), suffix=f"_{name}")
                 for name, net in (("g", self.net.generator), ("d", self.net.discriminator))]

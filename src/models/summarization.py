@@ -67,7 +67,8 @@ class SummarizationModule(TaskModule):
         compile: bool = False,
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
+                         scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self.generation = {"val": dict(val_generation or {}), "test": dict(generation or {})}
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()

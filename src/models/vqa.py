@@ -49,7 +49,9 @@ class VQAModule(LabelTaskModule):
         distiller: Distiller | None = None,
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
+                         scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
+                         channels_last=channels_last)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         n = len(answer_names)
         self._use_distiller(distiller, "vqa", n)
