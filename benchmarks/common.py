@@ -183,19 +183,18 @@ def metrics_rows(log_dir: Path) -> list[dict[str, str]]:
 
 
 def bare_optimizer(factory_cfg: Any, params: Any, scheduler_cfg: Any = None, total_steps: int = 1) -> tuple[Any, Any]:
-    """The model config's ``_partial_`` optimizer (and scheduler, given ``total_steps`` when its
-    signature takes it, as archlab's modules do) over ``params``, for a bare PyTorch loop."""
-    import inspect
-
+    """The model config's ``_partial_`` optimizer (and scheduler, given the run's length as
+    archlab's modules give it: ``length_arguments``) over ``params``, for a bare PyTorch loop of
+    ``total_steps`` steps, the scheduler stepped every step."""
     from hydra.utils import instantiate
+
+    from src.models.base import length_arguments
 
     opt = instantiate(factory_cfg)(params=params)
     if scheduler_cfg is None:
         return opt, None
     factory = instantiate(scheduler_cfg)
-    func = getattr(factory, "func", factory)
-    takes_total = "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(factory, "keywords", {})
-    return opt, factory(optimizer=opt, **({"total_steps": total_steps} if takes_total else {}))
+    return opt, factory(optimizer=opt, **length_arguments(factory, "step", lambda: total_steps, None))
 
 
 def bare_components(overrides: list[str], run_dir: Path) -> tuple[Any, Any, Any]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from src.compression.export import OnnxNet
 from src.core.errors import ConfigError
 from src.data.inputs import InputError, ReadsInputs
-from src.models.base import LabelTaskModule
+from src.models.base import LabelTaskModule, TaskModule
 from src.models.nets import decoding
 from src.models.summarization import SummarizationModule
 from src.session import Session
@@ -76,6 +76,8 @@ class Predictor:
         self._backend(module, backend, artifact)
         self.collate = datamodule.input_collate()
         module.eval().to(self.device)
+        if isinstance(module, TaskModule) and module.compile_net and backend == "torch":  # model.compile=true
+            module.net.compile()
 
     def _decoding(self, module: Any, overrides: dict[str, Any]) -> None:
         if not overrides:

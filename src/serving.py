@@ -2,11 +2,10 @@
 before a request reaches the model (a 422 naming the problem), so a malformed request never fails
 the requests batched beside it."""
 
-
 import base64
 import binascii
 import io
-from typing import Any
+from typing import Annotated, Any
 
 import litserve as ls
 import torch
@@ -14,7 +13,7 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from src.data.inputs import InputError
 from src.predictor import Predictor
@@ -25,45 +24,40 @@ def image_bytes(value: str) -> bytes:
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("image must be the base64 encoding of an image file (PNG, JPEG, ...)") from None
+        raise ValueError("not the base64 encoding of an image file (PNG, JPEG, ...)") from None
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # a truncated file fails here, not inside the batch
     except (OSError, ValueError):
-        raise ValueError("image is not a readable image file (PNG, JPEG, ...)") from None
+        raise ValueError("not a readable image file (PNG, JPEG, ...)") from None
     return data
 
 
-class ImageRequest(BaseModel):
-    image: str = Field(description="an image file (PNG, JPEG, ...), base64-encoded")
+def _image_file(value: str) -> str:
+    image_bytes(value)
+    return value
 
-    @field_validator("image")
-    @classmethod
-    def _readable(cls, value: str) -> str:
-        image_bytes(value)
-        return value
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+ImageFile = Annotated[str, AfterValidator(_image_file)]
+Text = Annotated[str, AfterValidator(_not_blank)]
+
+
+class ImageRequest(BaseModel):
+    image: ImageFile = Field(description="an image file (PNG, JPEG, ...), base64-encoded")
 
 
 class TextRequest(BaseModel):
-    article: str = Field(description="the article to summarize")
-
-    @field_validator("article")
-    @classmethod
-    def _not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("article is empty")
-        return value
+    article: Text = Field(description="the article to summarize")
 
 
 class VQARequest(ImageRequest):
-    question: str = Field(description="a question about the image")
-
-    @field_validator("question")
-    @classmethod
-    def _asked(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("question is empty")
-        return value
+    question: Text = Field(description="a question about the image")
 
 
 class TaskAPI(ls.LitAPI):

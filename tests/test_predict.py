@@ -147,3 +147,21 @@ def test_generator_draws_samples_and_a_grid(trained, tmp_path: Path, caplog: pyt
     with pytest.raises(SystemExit):
         predict(compose("predict", [*QUIET[:2], f"ckpt_path={ckpt}", "label=12"], tmp_path / "bad"))
     assert "ConfigError: label=12 is not a class of this generator (0..9)" in caplog.text
+
+
+def test_onnx_artifact_answers_as_the_net(trained, tmp_path: Path) -> None:
+    """``backend=onnx artifact=<compress.py run>/net.onnx``: the exported net gives the answers
+    the checkpoint's own net gives."""
+    from compress import compress
+
+    ckpt, objects = trained("classification")
+    compress(compose("compress", [*QUIET[:2], f"ckpt_path={ckpt}", "compression=onnx", "latency.repeats=1",
+                                  "latency.batch_sizes=[1]", "latency.threads=[1]"], tmp_path / "onnx"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        save_png(objects["datamodule"].data_test.images[i], folder / f"{i}.png")
+    eager = run_predict(tmp_path, ckpt, f"inputs={folder}")
+    exported = run_predict(tmp_path, ckpt, f"inputs={folder}", "backend=onnx", f"artifact={tmp_path / 'onnx' / 'net.onnx'}")
+    assert [r["label"] for r in exported] == [r["label"] for r in eager]
+    assert [r["confidence"] for r in exported] == pytest.approx([r["confidence"] for r in eager], abs=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sized
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +23,35 @@ from torchvision.transforms import v2
 
 from src.core.errors import ConfigError
 
-AUGMENTATIONS: dict[str, Callable[[int], list[v2.Transform]]] = {
-    "none": lambda size: [],
-    "crop": lambda size: [v2.RandomCrop(size, padding=size // 8)],
-    "crop_flip": lambda size: [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()],
+
+@dataclass(frozen=True)
+class Augment:
+    """One ``data.augment`` option, for both image pipelines: a random crop of the image padded by
+    ``padding(size)`` pixels of zeros on each side (a shift; none when None), and a random
+    horizontal flip. The ``DataLoader`` path applies it per image (:meth:`per_image`), the batch
+    path to a whole batch on the training device (:meth:`batch`): the same transform either way."""
+
+    padding: Callable[[int], int] | None = None
+    flip: bool = False
+
+    def per_image(self, size: int) -> v2.Transform | None:
+        transforms = [v2.RandomCrop(size, padding=self.padding(size))] if self.padding else []
+        transforms += [v2.RandomHorizontalFlip()] if self.flip else []
+        return v2.Compose(transforms) if transforms else None
+
+    def batch(self, size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        if not self.padding:
+            return None
+        padding = self.padding(size)
+        return lambda images: random_crop_batch(images, padding, self.flip)
+
+
+AUGMENTATIONS: dict[str, Augment] = {
+    "none": Augment(),
+    "crop": Augment(padding=lambda size: size // 8),
+    "crop_flip": Augment(padding=lambda size: size // 8, flip=True),
     # Hinton et al. 2015's MNIST teacher: the image shifted by up to 2 pixels each way (zero-padded)
-    "jitter": lambda size: [v2.RandomCrop(size, padding=2)],
+    "jitter": Augment(padding=lambda size: 2),
 }
 
 
@@ -46,26 +70,15 @@ def random_crop_batch(images: torch.Tensor, padding: int, flip: bool = False) ->
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-#: ``data.augment`` on whole batches (``data.loader=batches``): the same transforms as
-#: :data:`AUGMENTATIONS`, with the same names.
-BATCH_AUGMENTATIONS: dict[str, Callable[[int], Callable[[torch.Tensor], torch.Tensor] | None]] = {
-    "none": lambda size: None,
-    "crop": lambda size: lambda x: random_crop_batch(x, size // 8),
-    "crop_flip": lambda size: lambda x: random_crop_batch(x, size // 8, flip=True),
-    "jitter": lambda size: lambda x: random_crop_batch(x, 2),
-}
-
-
-def check_augment(name: str) -> str:
+def check_augment(name: str) -> Augment:
     if name not in AUGMENTATIONS:
         raise ConfigError(f"data.augment={name!r} is not one of {', '.join(sorted(AUGMENTATIONS))}")
-    return name
+    return AUGMENTATIONS[name]
 
 
 def augmentation(name: str, image_size: int) -> v2.Transform | None:
-    """The ``data.augment`` pipeline for square images of ``image_size`` (None for ``none``)."""
-    transforms = AUGMENTATIONS[check_augment(name)](image_size)
-    return v2.Compose(transforms) if transforms else None
+    """The ``data.augment`` pipeline for one square image of ``image_size`` (None for ``none``)."""
+    return check_augment(name).per_image(image_size)
 
 
 def sharded_sampler(dataset: Sized, trainer: Trainer | None, train: bool) -> Sampler:

@@ -180,7 +180,8 @@ class DenoisingDataModule(Seq2SeqDataModule):
         pin_memory: bool = False,
         seed: int | None = 0,
     ) -> None:
-        super().__init__(provides, batch_size)
+        super().__init__(name, provides, tokenizer, max_source_len, batch_size, group_by_length, num_workers, pin_memory,
+                         seed)
         self.save_hyperparameters(logger=False)
         self.corpora = {k: dict(v) for k, v in corpora.items() if v}
         unknown = {k: v.get("format") for k, v in self.corpora.items() if v.get("format") not in READERS}

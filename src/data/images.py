@@ -22,7 +22,6 @@ from torchvision.transforms import v2
 
 from src.core.errors import ConfigError, DataError
 from src.data.common import (
-    BATCH_AUGMENTATIONS,
     augmentation,
     check_augment,
     loader,
@@ -242,7 +241,7 @@ class ImageDataModule(LightningDataModule):
         key = id(base.images)  # the training and validation datasets share their tensors: one copy
         if key not in self._on_device or self._on_device[key][0].device != device:
             self._on_device[key] = (base.images.to(device), base.targets.to(device))
-        augment = BATCH_AUGMENTATIONS[self.hparams.augment](base.images.shape[-1]) if train else None
+        augment = check_augment(self.hparams.augment).batch(base.images.shape[-1]) if train else None
         return BatchLoader(dataset, *self._on_device[key], sharded_sampler(dataset, self.trainer, train),
                            self.batch_size_per_device, self._collate(), augment, drop_last)
 

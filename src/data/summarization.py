@@ -88,14 +88,16 @@ class Seq2SeqDataModule(LightningDataModule, ABC):
     (``self.data``, filled by the subclass's ``load``), a tokenizer built on first use (on the first
     process of each node under DDP) or adopted from a checkpoint, checked against ``provides``, and
     length-grouped, dynamically padded loaders. Subclasses implement ``load``, ``_build_tokenizer``
-    and ``_collator``, and save as hyper-parameters the settings read here: ``name``, ``tokenizer``,
-    ``max_source_len``, ``batch_size``, ``group_by_length``, ``num_workers``, ``pin_memory``, ``seed``.
-    ``batch_size`` is global: divided across devices.
+    and ``_collator``, and pass on the settings read here from their own constructors (whose
+    signatures Hydra fills). ``batch_size`` is global: divided across devices.
     """
 
-    def __init__(self, provides: Mapping[str, Any], batch_size: int) -> None:
+    def __init__(self, name: str, provides: Mapping[str, Any], tokenizer: Mapping[str, Any], max_source_len: int,
+                 batch_size: int, group_by_length: bool, num_workers: int, pin_memory: bool, seed: int | None) -> None:
         super().__init__()
-        self.provides = dict(provides)
+        self.name, self.provides, self.tokenizer_settings = name, dict(provides), dict(tokenizer)
+        self.max_source_len, self.batch_size, self.group_by_length = max_source_len, batch_size, group_by_length
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.batch_size_per_device = batch_size
         self.data: dict[str, Pairs] = {}
         self._tokenizer: Any | None = None
@@ -118,7 +120,7 @@ class Seq2SeqDataModule(LightningDataModule, ABC):
         """The tokenizer, built on first use and checked against ``provides``."""
         if self._tokenizer is None:
             trainer = self.trainer
-            if trainer is not None and trainer.world_size > 1 and not self.hparams.tokenizer.get("name"):
+            if trainer is not None and trainer.world_size > 1 and not self.tokenizer_settings.get("name"):
                 # DDP: the first process of each node trains (or loads) the BPE and caches it;
                 # the others wait, then load the cache instead of each training its own
                 error: Exception | None = None
@@ -144,7 +146,7 @@ class Seq2SeqDataModule(LightningDataModule, ABC):
         state = ckpt.get(CHECKPOINT_KEY)
         if state is None:
             return
-        named, stored = self.hparams.tokenizer.get("name"), state["name_or_path"] or None
+        named, stored = self.tokenizer_settings.get("name"), state["name_or_path"] or None
         if named and named != stored:
             raise ConfigError(f"data.tokenizer.name={named} but the checkpoint's weights were trained with "
                               f"{stored or 'a BPE trained by archlab'}, stored in it; drop data.tokenizer.name (the "
@@ -163,12 +165,12 @@ class Seq2SeqDataModule(LightningDataModule, ABC):
             wrong["vocab_size"] = len(tok)
         if wrong:
             fix = " ".join(f"data.provides.{k}={v}" for k, v in wrong.items())
-            raise DataError(f"data={self.hparams.name} declares {declared} but its tokenizer has "
+            raise DataError(f"data={self.name} declares {declared} but its tokenizer has "
                             f"{ {k: actual.get(k, len(tok)) for k in wrong} }; set {fix}")
 
     # ---------------------------------------------------------- lightning
     def setup(self, stage: str | None = None) -> None:
-        self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
+        self.batch_size_per_device = per_device_batch_size(self.batch_size, self.trainer)
         needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
         for split in needed.get(stage, STAGES) if stage else STAGES:
             self.load(split)
@@ -176,15 +178,15 @@ class Seq2SeqDataModule(LightningDataModule, ABC):
     def _loader(self, stage: str) -> DataLoader:
         if stage not in self.data:
             raise RuntimeError("call setup() before asking for a dataloader")
-        pairs, hp = self.data[stage], self.hparams
+        pairs = self.data[stage]
         sampler = None
-        if stage == "train" and hp.group_by_length:
-            cut = hp.max_source_len * CHARS_PER_TOKEN
+        if stage == "train" and self.group_by_length:
+            cut = self.max_source_len * CHARS_PER_TOKEN
             world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
             sampler = LengthGroupedSampler([min(len(a), cut) for a in pairs.articles], self.batch_size_per_device,
-                                           hp.seed or 0, num_replicas=world, rank=rank)
+                                           self.seed or 0, num_replicas=world, rank=rank)
         return loader(SummarizationDataset(pairs), self.batch_size_per_device, self.trainer, stage == "train",
-                      self._collator(stage), hp.num_workers, hp.pin_memory, sampler=sampler)
+                      self._collator(stage), self.num_workers, self.pin_memory, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -234,7 +236,8 @@ class SummarizationDataModule(Seq2SeqDataModule):
         pin_memory: bool = False,
         seed: int | None = 0,
     ) -> None:
-        super().__init__(provides, batch_size)
+        super().__init__(name, provides, tokenizer, max_source_len, batch_size, group_by_length, num_workers, pin_memory,
+                         seed)
         self.save_hyperparameters(logger=False)
         self.splits = {stage: (splits or {}).get(stage, stage) for stage in STAGES}
         shared = {split for split in self.splits.values() if list(self.splits.values()).count(split) > 1}

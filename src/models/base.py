@@ -80,9 +80,7 @@ def build_optimizers(
     parameters in their own groups at scaled rates (:func:`scaled_param_groups`); a OneCycleLR's
     ``max_lr`` is scaled with them, other schedulers scale each group's own rate.
 
-    A scheduler whose signature takes ``total_steps`` (OneCycleLR) and does not set it gets the
-    trainer's estimate, so one config serves any dataset size, batch size or device count; so does
-    ``T_max`` (CosineAnnealingLR), in epochs when ``interval`` is ``epoch``.
+    A scheduler whose shape spans the run gets its length from the trainer (:func:`length_arguments`).
     """
     name = f"optimizer{suffix}"
     if optimizer is None:
@@ -101,16 +99,8 @@ def build_optimizers(
         raise ConfigError(f"model.{name} rejected its settings ({describe(e)}); fix model.{name}.*") from e
     if scheduler is None:
         return opt
-    kwargs: dict[str, Any] = {}
-    func = getattr(scheduler, "func", scheduler)
-    unset = set(inspect.signature(func).parameters) - set(getattr(scheduler, "keywords", {}))
-    if "total_steps" in unset or ("T_max" in unset and interval == "step"):
-        kwargs["total_steps" if "total_steps" in unset else "T_max"] = int(module.trainer.estimated_stepping_batches)
-    elif "T_max" in unset:
-        if module.trainer.max_epochs in (None, -1):
-            raise ConfigError("model.scheduler needs trainer.max_epochs for its T_max (model.scheduler_interval: epoch); "
-                              "set it, or model.scheduler_interval=step")
-        kwargs["T_max"] = module.trainer.max_epochs
+    trainer = module.trainer
+    kwargs = length_arguments(scheduler, interval, lambda: int(trainer.estimated_stepping_batches), trainer.max_epochs)
     max_lr = _keyword(scheduler, "max_lr")
     if groups is not None and isinstance(max_lr, (int, float)):  # one peak per group, in the groups' ratios
         kwargs["max_lr"] = [max_lr * group["lr"] / lr for group in opt.param_groups]
@@ -129,6 +119,23 @@ def build_optimizers(
     if monitor is not None:
         config["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": config}
+
+
+def length_arguments(scheduler: SchedulerFactory, interval: str, steps: Callable[[], int],
+                     epochs: int | None) -> dict[str, int]:
+    """The run's length for a scheduler whose shape spans it and whose config leaves it unset:
+    OneCycleLR's ``total_steps`` (``steps()``, the optimizer steps of the run), CosineAnnealingLR's
+    ``T_max`` (steps, or ``epochs`` when ``interval`` is ``epoch``). One config then serves any
+    dataset size, batch size or device count."""
+    unset = set(inspect.signature(getattr(scheduler, "func", scheduler)).parameters) - set(getattr(scheduler, "keywords", {}))
+    if "total_steps" in unset or ("T_max" in unset and interval == "step"):
+        return {"total_steps" if "total_steps" in unset else "T_max": steps()}
+    if "T_max" not in unset:
+        return {}
+    if epochs in (None, -1):
+        raise ConfigError("model.scheduler needs trainer.max_epochs for its T_max (model.scheduler_interval: epoch); "
+                          "set it, or model.scheduler_interval=step")
+    return {"T_max": epochs}
 
 
 def schedule_length(scheduler: Any) -> int | None:
