@@ -133,7 +133,7 @@ def test_vqa_answers_as_the_test_loop(trained, tmp_path: Path) -> None:
     rows = [{"image": image.name, "question": q} for q in questions] + [{"image": image.name}]
     (tmp_path / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     answers = run_predict(tmp_path, ckpt, f"inputs={tmp_path / 'questions.jsonl'}")
-    assert [a["name"] for a in answers[:-1]] == [module.hparams.answer_names[i] for i in expected]
+    assert [a["answer"] for a in answers[:-1]] == [module.hparams.answer_names[i] for i in expected]
     assert answers[-1]["error"] == "the row has no 'question'"
 
 

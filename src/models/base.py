@@ -354,13 +354,13 @@ class LabelTaskModule(TaskModule):
         self.log("train/loss_kd", soft, on_step=False, on_epoch=True, batch_size=n)
         return self.distiller.mix(hard, soft)
 
-    def _answer_rows(self, logits: torch.Tensor, names: Sequence[str] | None) -> list[dict[str, Any]]:
-        """predict.py's row per example: the most probable label (index and name), its
-        probability, and the ``predict_top_k`` most probable labels with theirs."""
+    def _answer_rows(self, logits: torch.Tensor, names: Sequence[str] | None, key: str = "name") -> list[dict[str, Any]]:
+        """predict.py's row per example: the most probable label (its index, and its name under
+        ``key``), its probability, and the ``predict_top_k`` most probable labels with theirs."""
         probs = logits.float().softmax(dim=1)
         top = probs.topk(min(self.predict_top_k, probs.shape[1]), dim=1)
         name = (lambda i: names[i]) if names else str
-        return [{"label": int(i[0]), "name": name(int(i[0])), "confidence": round(float(p[0]), 6),
+        return [{"label": int(i[0]), key: name(int(i[0])), "confidence": round(float(p[0]), 6),
                  "top_k": {name(int(j)): round(float(q), 6) for j, q in zip(i, p)}}
                 for i, p in zip(top.indices.tolist(), top.values.tolist())]
 

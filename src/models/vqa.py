@@ -129,8 +129,8 @@ class VQAModule(LabelTaskModule):
         return (image - image.min()) / (image.max() - image.min()).clamp(min=1e-8)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
-        """predict.py: each question's answer (``name``), ``confidence`` and ``top_k``."""
-        return self._answer_rows(self(batch), self.hparams.answer_names)
+        """predict.py: each question's ``answer``, its ``confidence`` and the ``top_k`` answers."""
+        return self._answer_rows(self(batch), self.hparams.answer_names, key="answer")
 
     def _prediction_rows(self, batch: Batch, logits: torch.Tensor) -> list[dict[str, Any]]:
         conf, preds = logits.softmax(dim=1).max(dim=1)
