@@ -89,19 +89,21 @@ def test_a_finished_schedule_resumed_for_longer_is_one_line(tmp_path: Path, capl
     assert "Traceback" not in caplog.text
 
 
-@pytest.fixture
-def interrupted(tmp_path: Path) -> tuple[list[str], Path]:
-    """A run of 2 epochs (10 batches each) stopped after the first: its overrides, its last.ckpt."""
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """A run of 2 epochs (10 batches each) stopped after the first: its overrides, its last.ckpt
+    (which the tests resume elsewhere, leaving it as it is)."""
+    folder = tmp_path_factory.mktemp("interrupted")
     common = ["trainer.limit_train_batches=10", "trainer.limit_val_batches=1", "test=false", "trainer.max_epochs=2"]
-    run(common, tmp_path / "first", stop_after=1)
-    return common, tmp_path / "first" / "checkpoints" / "last.ckpt"
+    run(common, folder, stop_after=1)
+    return common, folder / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ("model.net.hidden=64", "does not fit this model: net.classifier.1.weight is [128, "),
     ("model.lr_scales={features: 0.1}", "holds optimizers of [1] parameter groups, this run builds [2] (model.lr_scales"),
     ("model.optimizer._target_=torch.optim.SGD", "holds the state of another optimizer class than this run's"),
-])
+], ids=["net shape", "lr_scales", "optimizer class"])
 def test_a_resume_override_that_breaks_restored_state_is_one_line(override: str, message: str, interrupted,
                                                                    tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """torch's size-mismatch list, 'different number of parameter groups' or KeyError tracebacks before."""
