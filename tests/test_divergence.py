@@ -66,6 +66,12 @@ def test_a_diverging_run_stops_in_one_line(cfg_train, caplog: pytest.LogCaptureF
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt")) and "Starting testing" not in caplog.text
 
 
+def test_the_guard_turns_off(cfg_train) -> None:
+    """callbacks.non_finite=null: the diverged run trains and tests on NaN weights, as it did before the guard."""
+    metrics, _ = train(cfg_train(*DIVERGING, "callbacks.non_finite=null", "trainer.limit_train_batches=8"))
+    assert torch.isnan(metrics["test/loss"])
+
+
 def test_last_checkpoint_keeps_the_last_finite_state(cfg_train, caplog: pytest.LogCaptureFixture) -> None:
     cfg = poisoned(cfg_train("trainer.max_epochs=3", "trainer.log_every_n_steps=1"), epoch=1, batch=2)
     line = fails_in_one_line(cfg, caplog)
