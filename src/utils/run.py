@@ -47,13 +47,13 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
         try:
             return task_func(cfg)
         except (UserError, MisconfigurationException, MissingMandatoryValue) as e:
-            # In a sweep, re-raise so the sweeper marks just this job as failed.
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or is_multirun():
-                raise
             # Lightning's own check of the trainer settings, and a ??? value left unset, are config errors too
             kind = type(e).__name__ if isinstance(e, UserError) else "ConfigError"
             message = f"{e.full_key} has no value; set it: {e.full_key}=..." if isinstance(e, MissingMandatoryValue) else str(e)
             log.error(f"{kind}: {message.strip()}")
+            # In a sweep, re-raise so the sweeper marks just this job as failed (its log says why).
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or is_multirun():
+                raise
             raise SystemExit(1) from None
         except Exception:
             log.exception("Run failed; the traceback is also in the run's log file")
