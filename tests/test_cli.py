@@ -113,6 +113,7 @@ def test_ddp_cpu_multirun_one_dir_per_job(tmp_path: Path) -> None:
     assert "[rank: 1]" not in out
 
 
+@pytest.mark.slow  # a 3-trial Optuna sweep as a user runs it
 def test_optuna_sweeps_the_models_own_search_space(tmp_path: Path) -> None:
     """Any model can be swept: the search space comes from its config, the direction from its
     watched metric, and the value reported is the one checkpointing kept."""

@@ -187,6 +187,7 @@ def test_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "Traceback" not in out and "ckpt_path=missing.ckpt does not exist" in out, out[-2000:]
 
 
+@pytest.mark.slow  # a command-line run; test_bad_recipes_are_one_logged_line covers the message in-process
 def test_compress_without_a_recipe_names_the_options(digits_ckpt: Path, tmp_path: Path) -> None:
     proc = run_cli(["compress.py", f"ckpt_path={digits_ckpt}", f"paths.log_dir={tmp_path}"])
     out = proc.stdout + proc.stderr

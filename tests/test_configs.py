@@ -25,7 +25,7 @@ def test_every_option_composes(group: str, tmp_path: Path) -> None:
         OmegaConf.to_container(cfg.data, resolve=True)
 
 
-@pytest.mark.parametrize("entry", ["train", "eval"])
+@pytest.mark.parametrize("entry", ["train", pytest.param("eval", marks=pytest.mark.slow)])
 def test_every_pair_resolves(entry: str, tmp_path: Path) -> None:
     """Each compatible model/data pair composes under both entry points with every interpolation
     (``${data.provides.*}``) resolved: a model reading what its data does not provide fails here."""

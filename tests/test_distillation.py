@@ -151,6 +151,7 @@ def test_bad_teacher_is_one_logged_line_and_exit_1(bad: str, cfg_train, teacher:
     assert e.value.code == 1 and len(errors) == 1 and expected in errors[0] and "Traceback" not in caplog.text, caplog.text
 
 
+@pytest.mark.slow  # a command-line run; test_bad_teacher_is_one_logged_line_and_exit_1 covers it in-process
 def test_bad_teacher_is_one_line_from_the_command_line(teacher: Path, tmp_path: Path) -> None:
     path = faked(teacher, tmp_path, num_classes=5)
     proc = run_cli(["train.py", *DENSE, "distill=kd", f"model.distiller.teacher_ckpt={path}",

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from src.core.errors import ConfigError
+from src.core.output import output_layer
 from src.models.nets.cnn import SimpleCNN
 from src.models.nets.dense import SimpleDenseNet
-from src.models.nets.output import output_layer
 from src.models.nets.resnet import resnet9, resnet18
 
 

@@ -74,8 +74,13 @@ OFFLINE_EXPERIMENTS = {"cnndm_t5_small": lambda hf_dir: [
     "data.provides.eos_id=2"]}
 
 
+# the longest experiments (a ResNet-18 on 32x32 images, the full-size Transformer) run in the slow suite
+SLOW_EXPERIMENTS = {"cifar10_resnet18", "cnndm_transformer"}
+
+
 @pytest.mark.filterwarnings("ignore:model.metrics.classifier_ckpt is not set")  # GAN experiments, no classifier here
-@pytest.mark.parametrize("experiment", group_options("experiment"))
+@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in SLOW_EXPERIMENTS else e
+                                        for e in group_options("experiment")])
 def test_every_experiment_runs(experiment: str, tmp_path: Path, data_root: Path, synthetic_images, tiny_hf_dir: Path) -> None:
     """Each experiment as written (one batch of each stage), on the synthetic stand-ins."""
     # loader workers are a machine setting (cifar10_resnet18 asks for 4), not part of the recipe

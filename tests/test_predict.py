@@ -155,6 +155,7 @@ def test_onnx_artifact_answers_as_the_net(trained, tmp_path: Path) -> None:
     from compress import compress
 
     ckpt, objects = trained("classification")
+    (tmp_path / "onnx").mkdir()
     compress(compose("compress", [*QUIET[:2], f"ckpt_path={ckpt}", "compression=onnx", "latency.repeats=1",
                                   "latency.batch_sizes=[1]", "latency.threads=[1]"], tmp_path / "onnx"))
     folder = tmp_path / "photos"

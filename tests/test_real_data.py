@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import pytest
+
 from src.utils.config import compose
 from tests.conftest import QUIET
 from train import train
 
 
+@pytest.mark.slow  # real MNIST through torchvision's archives: integration, not a unit
 def test_mnist_from_data_dir_learns(mnist_dir: Path, tmp_path: Path) -> None:
     """200 steps of the CNN on real MNIST, then the full 10k test set: >= 97 %."""
     cfg = compose("train", [

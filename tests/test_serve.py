@@ -121,6 +121,7 @@ def check_server(url: str, requests: list[dict[str, Any]], expected: list[dict[s
         assert "/predict" in json.loads(response.read())["paths"]
 
 
+@pytest.mark.slow  # a server start (the worker imports torch and unpickles the model) and ~40 requests
 def test_classifier_server(trained, tmp_path: Path) -> None:
     ckpt, objects = trained("classification")
     folder = tmp_path / "photos"
@@ -133,7 +134,7 @@ def test_classifier_server(trained, tmp_path: Path) -> None:
         check_server(url, requests, expected, bad)
 
 
-@pytest.mark.slow  # a second server start (~20 s) on top of the summarizer's training
+@pytest.mark.slow  # a server start on top of the summarizer's training
 def test_summarizer_server(trained, tmp_path: Path) -> None:
     ckpt, objects = trained("summarization")
     articles = objects["datamodule"].data["test"].articles

@@ -1,1 +1,1 @@
-"""The bottom layer: checkpoints, weights, module prefixes and errors. Imports nothing else of archlab."""
+"""The bottom layer: checkpoints, weights, module prefixes, the output-layer rule and errors. Imports nothing else of archlab."""

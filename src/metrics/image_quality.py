@@ -26,8 +26,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from src.core import checkpoints
 from src.core.errors import CheckpointError, ConfigError, DataError, describe
+from src.core.output import output_layer
 from src.data.sources.images import image_source
-from src.models.nets.output import output_layer
 
 FEATURES = ("classifier", "inception", "pixels")
 # Feature settings when none are configured: FID/KID on a classifier of the same dataset.

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from src.models.nets.output import output_layer
+from src.core.output import output_layer
 
 
 class ContrastiveNet(nn.Module):
@@ -11,7 +11,7 @@ class ContrastiveNet(nn.Module):
     the projections; the features are what transfers (and what a linear probe reads).
 
     ``encoder`` is a classifier net (SimpleCNN, ResNet, ...) whose output layer (its last
-    ``nn.Linear``: :func:`~src.models.nets.output.output_layer`) is replaced by ``nn.Identity``: the features are that layer's input, and the
+    ``nn.Linear``: :func:`~src.core.output.output_layer`) is replaced by ``nn.Identity``: the features are that layer's input, and the
     encoder's state_dict keys are the classifier's own, so ``init=checkpoint
     init.prefix_map={encoder:''}`` loads every layer but the output layer back into that classifier.
     """

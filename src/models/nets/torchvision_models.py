@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from src.core.errors import ConfigError, describe
-from src.models.nets.output import output_layer
+from src.core.output import output_layer
 
 
 class TorchvisionClassifier(nn.Module):

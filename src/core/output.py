@@ -16,10 +16,10 @@ def output_layer(net: nn.Module, outputs: int | None = None) -> tuple[str, nn.Li
     layers = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not layers:
         raise ConfigError(f"{type(net).__name__} has no nn.Linear output layer; archlab takes a classifier's last "
-                          "nn.Linear as its output layer (src/models/nets/output.py)")
+                          "nn.Linear as its output layer (src/core/output.py)")
     name, layer = layers[-1]
     if outputs is not None and layer.out_features != outputs:
         raise ConfigError(f"{type(net).__name__}'s last nn.Linear ({name}) has {layer.out_features} outputs, not the "
                           f"{outputs} classes: archlab takes a classifier's last nn.Linear as its output layer; "
-                          "define the output layer last (src/models/nets/output.py)")
+                          "define the output layer last (src/core/output.py)")
     return name, layer
