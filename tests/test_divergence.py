@@ -89,6 +89,15 @@ def test_non_finite_weights_are_never_saved(cfg_train, caplog: pytest.LogCapture
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
 
 
+def test_an_infinite_metric_state_is_no_divergence(cfg_train, tmp_path: Path) -> None:
+    """A checkpoint written before any validation holds val/acc_best's starting -inf: the weights
+    are finite, so it is saved (the GPU suite's compiled VQA run was stopped by this)."""
+    train(cfg_train("trainer.limit_val_batches=0", "callbacks.early_stopping=null", "callbacks.model_checkpoint.monitor=null",
+                    "test=false"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["state_dict"]["val_acc_best.max_value"] == float("-inf")
+
+
 def test_a_gans_losses_are_watched(cfg_train, caplog: pytest.LogCaptureFixture) -> None:
     cfg = poisoned(cfg_train(*GAN, "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1"),
                    epoch=0, batch=1, module="net.discriminator")

@@ -50,8 +50,10 @@ class NonFiniteGuard(Callback):
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         self._check(trainer, pl_module)
-        tensors = [t for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        # the parameters, not the whole state_dict: a metric's state may rightly be infinite (val/acc_best
+        # starts at -inf until the first validation)
+        weights = [p for p in pl_module.parameters() if p.is_floating_point()]
+        if weights and not bool(torch.stack([torch.isfinite(p).all() for p in weights]).all()):
             raise DivergenceError(f"the weights became NaN or inf by training batch {trainer.fit_loop.epoch_loop.total_batch_idx} "
                                   f"(epoch {trainer.current_epoch}) while every loss was finite; the run stopped without "
                                   f"saving them (checkpoints/ keeps the last finite state): {_fixes(trainer, pl_module)}")
