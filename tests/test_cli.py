@@ -47,6 +47,7 @@ def test_eval_reproduces_test_metrics_and_writes_predictions(trained_run: Path, 
     assert acc == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
+@pytest.mark.slow  # a command-line run on top of the trained run
 def test_train_false_tests_the_given_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     """train=false ckpt_path=X tests X's weights (the training run's test metric, which it took on
     its best checkpoint), and a test-only run, which logs no val/* metric, ends cleanly."""
@@ -55,6 +56,7 @@ def test_train_false_tests_the_given_checkpoint(trained_run: Path, tmp_path: Pat
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(float(metrics_csv(trained_run)["test/acc"]), abs=1e-6)
 
 
+@pytest.mark.slow  # a command-line run on top of the trained run
 def test_resuming_a_finished_run_tests_its_best_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     """The resume continues in the run's folder (a copy here): CSV version_1 holds its test metrics."""
     shutil.copytree(trained_run, tmp_path / "run")

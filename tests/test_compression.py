@@ -181,6 +181,7 @@ def test_bad_recipes_are_one_logged_line(digits_ckpt: Path, tmp_path: Path, over
     assert e.value.code == 1 and len(errors) == 1 and message in errors[0], caplog.text
 
 
+@pytest.mark.slow  # a command-line run; compress.py loads through session.build as train.py does (tests/test_errors.py)
 def test_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     proc = run_cli(["compress.py", "ckpt_path=missing.ckpt", "compression=onnx", f"paths.log_dir={tmp_path}"])
     out = proc.stdout + proc.stderr
