@@ -67,13 +67,15 @@ def test_classifier_answers_as_the_test_loop(trained, tmp_path: Path) -> None:
     ("rows.jsonl", "DataError: inputs={p}/rows.jsonl: no row has the field(s) image"),
     ("no_ckpt", "CheckpointError: predict.py needs ckpt_path="),
     ("decoding", "ConfigError: decoding.* applies to summarization checkpoints"),
+    ("backend", "ConfigError: backend=onnx needs artifact=<compress run>/net.onnx"),
 ])
 def test_bad_command_is_one_line(inputs: str, message: str, trained, tmp_path: Path,
                                  caplog: pytest.LogCaptureFixture) -> None:
     ckpt, _ = trained("classification")
     (tmp_path / "article.txt").write_text("An article, not an image.\n")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"article": "text"}) + "\n")
-    overrides = {"no_ckpt": ["inputs=x.png"], "decoding": [f"ckpt_path={ckpt}", "inputs=x.png", "decoding.beam_size=2"]}
+    overrides = {"no_ckpt": ["inputs=x.png"], "decoding": [f"ckpt_path={ckpt}", "inputs=x.png", "decoding.beam_size=2"],
+                 "backend": [f"ckpt_path={ckpt}", "inputs=x.png", "backend=onnx"]}
     args = overrides.get(inputs, [f"ckpt_path={ckpt}", f"inputs={tmp_path / inputs}"])
     with pytest.raises(SystemExit) as e:
         predict(compose("predict", [*QUIET[:2], *args], tmp_path / "run"))

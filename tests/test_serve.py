@@ -4,6 +4,7 @@ request a 422 with one message while the server keeps serving, and a clean shutd
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,3 +144,18 @@ def test_summarizer_server(trained, tmp_path: Path) -> None:
     expected = predicted(ckpt, tmp_path / "articles.txt", tmp_path / "predict", "batch_size=1")
     with serving(ckpt, tmp_path, "max_batch_size=1") as url:
         check_server(url, [{"article": a} for a in articles], expected, [{"article": "   "}, {"text": "x"}])
+
+
+@pytest.mark.parametrize(("task", "overrides", "message"), [
+    ("generation", [], "serve.py serves classification, summarization and vqa checkpoints"),
+    ("classification", ["threads=0"], "threads=0 must be a positive whole number of CPU threads"),
+    ("classification", ["max_batch_size=0"], "max_batch_size=0 must be >= 1"),
+])
+def test_bad_server_settings_are_one_line(task: str, overrides: list[str], message: str, trained, tmp_path: Path) -> None:
+    """Checked in serve.py's own process, before any worker or port."""
+    from serve import make_server
+    from src.core.errors import ConfigError
+
+    ckpt, _ = trained(task)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_server(compose("serve", [*QUIET[:2], f"ckpt_path={ckpt}", *overrides], tmp_path / "serve"))
