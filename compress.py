@@ -10,6 +10,7 @@ fp32 net's outputs.
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from src.compression.measure import latency_ms, nonzero_params, size_mb
 from src.compression.recipes import Job, Recipe
 from src.core.errors import ConfigError
 from src.session import build, make_trainer
-from src.utils.config import register_resolvers
+from src.utils.config import refuse_removed_options, register_resolvers
 from src.utils.instantiate import instantiate_component
 from src.utils.pylogger import RankedLogger
 from src.utils.results import markdown
@@ -87,9 +88,9 @@ def compress(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     session = build(cfg, "compress")
     module, datamodule, choices = session.module, session.datamodule, session.choices
     recipe: Recipe = instantiate_component(cfg.compression)
-    if cfg.model.get("task") not in recipe.tasks:
+    if cfg.task.name not in recipe.tasks:
         raise ConfigError(f"compression={choices.get('compression', recipe.name)} works on {', '.join(recipe.tasks)} "
-                          f"checkpoints; {cfg.ckpt_path} is a {cfg.model.get('task')} checkpoint")
+                          f"checkpoints; {cfg.ckpt_path} is a {cfg.task.name} checkpoint")
     datamodule.prepare_data()
     datamodule.setup("test")
     out = Path(cfg.paths.output_dir)
@@ -124,4 +125,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_removed_options(sys.argv[1:])
     main()

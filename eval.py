@@ -5,6 +5,7 @@ its model and data; ``model.*``/``data.*`` overrides apply on top).
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.session import build
-from src.utils.config import register_resolvers
+from src.utils.config import refuse_removed_options, register_resolvers
 from src.utils.distributed import gather_rows
 from src.utils.pylogger import RankedLogger
 from src.utils.run import task_wrapper
@@ -52,4 +53,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_removed_options(sys.argv[1:])
     main()

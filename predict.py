@@ -9,6 +9,7 @@ writes ``samples/*.png`` and ``grid.png``.
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from src.core.errors import ConfigError
 from src.data.inputs import read_inputs
 from src.predictor import Predictor
 from src.session import build
-from src.utils.config import register_resolvers
+from src.utils.config import refuse_removed_options, register_resolvers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import task_wrapper
 
@@ -87,4 +88,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_removed_options(sys.argv[1:])
     main()

@@ -10,6 +10,7 @@ problem, checked before it reaches the model, so it never fails the requests bat
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
@@ -23,7 +24,7 @@ from src.core.errors import ConfigError
 from src.predictor import Predictor
 from src.serving import APIS, one_line_error
 from src.session import build
-from src.utils.config import register_resolvers
+from src.utils.config import refuse_removed_options, register_resolvers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import task_wrapper
 
@@ -37,7 +38,7 @@ def make_server(cfg: DictConfig) -> ls.LitServer:
     predictor = Predictor(session, 1, cfg.top_k, OmegaConf.to_container(cfg.decoding))
     if predictor.kind not in APIS:
         raise ConfigError(f"serve.py serves classification, summarization and vqa checkpoints; this one is a "
-                          f"{cfg.model.get('task')} checkpoint: sample it with predict.py num_samples=N")
+                          f"{cfg.task.name} checkpoint: sample it with predict.py num_samples=N")
     if not (isinstance(cfg.max_batch_size, int) and cfg.max_batch_size >= 1 and cfg.batch_timeout >= 0):
         raise ConfigError(f"max_batch_size={cfg.max_batch_size} must be >= 1 and batch_timeout={cfg.batch_timeout} >= 0")
     if cfg.threads is not None and not (isinstance(cfg.threads, int) and cfg.threads >= 1):
@@ -46,7 +47,7 @@ def make_server(cfg: DictConfig) -> ls.LitServer:
     accelerator = "cuda" if predictor.device.type == "cuda" else "cpu"
     # fast_queue: answers travel back over ZeroMQ rather than through a multiprocessing manager
     server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=1, timeout=cfg.timeout,
-                          fast_queue=True, model_metadata={"ckpt_path": str(cfg.ckpt_path), "task": cfg.model.get("task")})
+                          fast_queue=True, model_metadata={"ckpt_path": str(cfg.ckpt_path), "task": cfg.task.name})
     server.app.add_exception_handler(RequestValidationError, one_line_error)
     return server
 
@@ -68,4 +69,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_removed_options(sys.argv[1:])
     main()

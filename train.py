@@ -9,6 +9,7 @@ weights (fine-tuning), and eval.py evaluates one.
 """
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.session import build
-from src.utils.config import register_resolvers
+from src.utils.config import refuse_removed_options, register_resolvers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import get_metric_value, task_wrapper
 from src.utils.tracking import save_summary
@@ -62,4 +63,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_removed_options(sys.argv[1:])
     main()

@@ -56,7 +56,7 @@ def budget_overrides(epochs: int | None, minutes: float | None) -> list[str]:
 
 
 def gan(model: str, dataset: str, ckpt: str, budget: list[str], spent: str, trainer: str, work: Path) -> dict:
-    metrics, wall = train_py([f"experiment=mnist_{model}", f"data={dataset}_generation", f"data.data_dir={data_dir()}",
+    metrics, wall = train_py([f"experiment=mnist_{model}", f"data={dataset}", f"data.data_dir={data_dir()}",
                               f"trainer={trainer}", *budget, f"model.metrics.classifier_ckpt={ckpt}"],
                              work / f"{model}_{dataset}")
     fid, floor = float(metrics["test/fid"]), float(metrics["test/fid_floor"])

@@ -200,7 +200,7 @@ def raw_step_time(overrides: list[str], compiled: bool, warmup: int, steps: int,
     import torch.nn.functional as F
 
     cfg, dm, net = bare_components(overrides, run_dir)
-    m, task = cfg.model, cfg.model.task
+    m, task = cfg.model, cfg.task.name
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     precision = str(cfg.trainer.precision)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision.startswith("bf16") else nullcontext

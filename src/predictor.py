@@ -60,7 +60,7 @@ class Predictor:
         self.device, self.precision = session.trainer.strategy.root_device, session.trainer.precision_plugin
         if not isinstance(datamodule, ReadsInputs):
             model = session.choices.get("model", session.cfg.model._target_)
-            raise ConfigError(f"model={model} ({session.cfg.model.get('task')}) has no predict path; predict.py "
+            raise ConfigError(f"model={model} ({session.cfg.task.name}) has no predict path; predict.py "
                               "answers classification, summarization, vqa and generation checkpoints")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive whole number")
@@ -84,7 +84,7 @@ class Predictor:
             return
         if not isinstance(module, SummarizationModule):
             raise ConfigError(f"decoding.* applies to summarization checkpoints; this one is a "
-                              f"{self.session.cfg.model.get('task')} checkpoint: drop {', '.join(overrides)}")
+                              f"{self.session.cfg.task.name} checkpoint: drop {', '.join(overrides)}")
         known = [p for p in inspect.signature(decoding.generate).parameters if p not in ("net", "source")]
         unknown = [k for k in overrides if k not in known]
         if unknown:

@@ -174,11 +174,15 @@ def _initial_weights(cfg: DictConfig, module: LightningModule, ckpt: dict[str, A
 
 
 # -- a checkpoint against the composed config ------------------------------------------------------
+#: the config groups a checkpoint's record holds whole, which a later command must not change
+_RECORDED = ("task", "model", "data")
+
+
 def check_checkpoint_matches(ckpt: Mapping[str, Any], choices: Mapping[str, str], path: str | Path) -> None:
     """train.py: fail when a checkpoint to resume or test was trained with other ``model=``/
     ``data=`` options than the ones composed now, naming the command that would work."""
     trained = ckpt.get(checkpoints.KEY, {}).get("choices", {})
-    _refuse_other_choices(trained, {g: choices.get(g) for g in ("model", "data")}, path,
+    _refuse_other_choices(trained, {g: choices.get(g) for g in _RECORDED}, path,
                           f"python train.py ckpt_path={path} {_trained_with(trained)}")
 
 
@@ -206,12 +210,12 @@ def _rebase(node: Any, old: str, new: str) -> Any:
 
 
 def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: Sequence[str], path: str | Path) -> dict[str, str]:
-    """Make ``cfg.model`` and ``cfg.data`` the ones a checkpoint was trained with, from the resolved
-    config it carries, so ``eval.py ckpt_path=X`` alone evaluates what was trained:
+    """Make ``cfg.task``, ``cfg.model`` and ``cfg.data`` the ones a checkpoint was trained with, from
+    the resolved config it carries, so ``eval.py ckpt_path=X`` alone evaluates what was trained:
 
-    - a ``model=`` or ``data=`` on the command line must name what the checkpoint was trained
-      with (one line naming what differs);
-    - ``model.*`` and ``data.*`` overrides on the command line apply on top;
+    - a ``task=``, ``model=`` or ``data=`` on the command line must name what the checkpoint was
+      trained with (one line naming what differs);
+    - ``task.*``, ``model.*`` and ``data.*`` overrides on the command line apply on top;
     - values under the training machine's ``paths.data_dir`` move under this one's;
     - a distilled student's ``model.distiller`` is dropped (its teacher file is not needed).
 
@@ -222,16 +226,17 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
         return {}
     stored = record.config
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in ("model", "data")}
+    chosen = {o.key_or_group: o.value() for o in parsed if o.key_or_group in _RECORDED}
     _refuse_other_choices(record.choices, chosen, path,
                           f"python {cfg.get('task_name', 'eval')}.py ckpt_path={path} (the checkpoint knows its model and data)")
     with open_dict(cfg):
+        cfg.task = OmegaConf.create(stored["task"])
         # a distilled student's teacher only shaped its training: evaluation neither needs nor loads it
         cfg.model = OmegaConf.create({k: v for k, v in stored["model"].items() if k != "distiller"})
         cfg.data = OmegaConf.create(_rebase(stored["data"], stored.get("paths", {}).get("data_dir", ""),
                                             str(cfg.paths.data_dir)))
         for o in parsed:
-            if o.key_or_group.startswith(("model.", "data.")):
+            if o.key_or_group.startswith(("task.", "model.", "data.")):
                 if o.is_delete():  # as Hydra: the key goes, the constructor's default applies
                     parent, _, leaf = o.key_or_group.rpartition(".")
                     OmegaConf.select(cfg, parent).pop(leaf, None)
@@ -251,5 +256,5 @@ def configure_from_checkpoint(cfg: DictConfig, ckpt: Mapping[str, Any], ckpt_pat
     adopt_names(cfg, record.config.get("run", {}) if record else {})  # W&B: next to the training run
     if HydraConfig.initialized():  # names of checkpoints without them: from the checkpoint's choices
         with read_write(HydraConfig.get()):
-            HydraConfig.get().runtime.choices.update({g: choices[g] for g in ("model", "data") if g in choices})
+            HydraConfig.get().runtime.choices.update({g: choices[g] for g in _RECORDED if g in choices})
     return choices

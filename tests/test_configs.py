@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import hydra
 import pytest
 from omegaconf import OmegaConf
 
@@ -13,7 +14,7 @@ from src.utils.config import (
     group_options,
     option_tasks,
 )
-from tests.conftest import compatible_pairs
+from tests.conftest import compatible_pairs, run_cli
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"])
@@ -36,24 +37,51 @@ def test_every_pair_resolves(entry: str, tmp_path: Path) -> None:
         OmegaConf.to_container(cfg.data, resolve=True)
 
 
-def test_every_model_and_data_declares_a_task() -> None:
-    """Inherited configs (wgan_gp from dcgan, mnist from digits) declare their task through the
-    composed config; every task has at least one model and one dataset."""
-    models, data = option_tasks("model", "task"), option_tasks("data", "provides.task")
-    assert None not in models.values() and None not in data.values(), (models, data)
-    assert set(models.values()) == set(data.values()), (models, data)
-    assert models["wgan_gp"] == "generation" and data["mnist_generation"] == "generation"
+def test_every_model_picks_a_task_and_every_data_serves_one() -> None:
+    """Inherited configs (wgan_gp from dcgan, mnist from digits) pick their task through the
+    composed config; every task has a config, at least one model and one dataset."""
+    models, data = option_tasks("model"), option_tasks("data")
+    assert all(len(t) == 1 for t in models.values()) and all(data.values()), (models, data)
+    tasks = {t for (t,) in models.values()}
+    assert tasks == {t for served in data.values() for t in served} == set(group_options("task"))
+    assert models["wgan_gp"] == ["generation"] and data["mnist"] == ["classification", "contrastive", "generation"]
+
+
+def test_the_task_comes_from_the_model(tmp_path: Path) -> None:
+    """``model=dcgan data=mnist``: the GAN's task swaps MNIST's DataModule and batch size; the
+    model config holds constructor arguments only, so ``instantiate`` builds it bare."""
+    cfg = compose("train", ["model=dcgan", "data=mnist"], tmp_path)
+    assert cfg.task.name == "generation" and cfg.task.watch.metric == "val/fid"
+    assert cfg.data._target_ == "src.data.generation.GenerationDataModule" and cfg.data.batch_size == 64
+    assert cfg.model._target_ == "src.models.generation.GenerationModule"
+    assert compose("train", ["model=cnn", "data=mnist"], tmp_path).data.batch_size == 128
+    module = hydra.utils.instantiate(compose("train", ["model=dense"], tmp_path).model)
+    assert type(module).__name__ == "ClassificationModule"
 
 
 def test_mismatch_lists_compatible_options(tmp_path: Path) -> None:
     cfg = compose("train", [], tmp_path)
-    cfg.data.provides.task = "summarization"
+    cfg.data.provides.tasks = ["summarization"]
     with pytest.raises(ConfigError) as e:
         check_compatibility(cfg, {"model": "cnn", "data": "toy_text"})
     msg = str(e.value)
     assert "model=cnn" in msg and "data=toy_text" in msg
     assert "Data for model=cnn: cifar10, digits, fashion_mnist, mnist." in msg
     assert "Models for data=toy_text: hf_seq2seq, lead3, lstm, transformer." in msg
+
+
+def test_a_task_the_model_is_not_built_for_is_one_line(tmp_path: Path) -> None:
+    cfg = compose("train", ["model=cnn", "task=generation"], tmp_path)
+    with pytest.raises(ConfigError, match=r"model=cnn is built for task=classification, not task=generation. "
+                                          r"Models for task=generation: dcgan, sagan, wgan_gp."):
+        check_compatibility(cfg, {"model": "cnn", "data": "digits", "task": "generation"})
+
+
+def test_a_removed_data_twin_names_its_new_spelling() -> None:
+    proc = run_cli(["train.py", "model=dcgan", "data=mnist_generation"])
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == ("ConfigError: data=mnist_generation is now data=mnist: the task comes from the model "
+                                   "(model=dcgan trains a GAN on any image data), or set task=<name>")
 
 
 def test_data_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ import torch
 from src.core.errors import ConfigError, DataError
 from src.data.classification import ClassificationDataModule
 
-DIGITS = {"task": "classification", "image_shape": [1, 8, 8], "num_classes": 10}
+DIGITS = {"tasks": ["classification"], "image_shape": [1, 8, 8], "num_classes": 10}
 
 
 def test_digits_splits_are_disjoint_and_seeded() -> None:

@@ -23,7 +23,7 @@ TASKS = {
     "classification": (["trainer.max_epochs=2", "data.batch_size=64"], "test/acc", 0.05, None),
     "vqa": (["model=fusion", "data=easy_vqa", "model.net.dim=32", "data.batch_size=8", "trainer.max_epochs=1",
              "trainer.limit_train_batches=60", "trainer.limit_test_batches=10"], "test/acc", 0.1, "question_index"),
-    "generation": (["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "data.batch_size=32",
+    "generation": (["model=dcgan", "data=digits", "model.metrics.feature=pixels", "data.batch_size=32",
                     "trainer.max_epochs=1", "trainer.limit_train_batches=8"], "test/fid", 0.5, "file"),
     "summarization": (["model=transformer", "model.net.dim=32", "model.net.num_heads=2", "model.net.encoder_layers=1",
                        "model.net.decoder_layers=1", "model.net.ff_hidden=64", "model.generation.max_len=8",

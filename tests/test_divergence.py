@@ -14,7 +14,7 @@ from tests.conftest import QUIET, run_cli, run_dirs
 from train import train
 
 DIVERGING = ["model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e6"]
-GAN = ["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "data.batch_size=16",
+GAN = ["model=dcgan", "data=digits", "model.metrics.feature=pixels", "data.batch_size=16",
        "model.net.generator.channels=[16,8]", "model.net.discriminator.channels=[8,16]"]
 
 

@@ -13,7 +13,7 @@ BAD_INPUTS = [
     (["data.batch_size=0"], "ConfigError: data.batch_size=0 must be a positive whole number"),
     (["model.optimizer.lr=-1"], "ConfigError: model.optimizer rejected its settings (ValueError: Invalid learning rate: -1)"),
     # a GAN's two optimizers go through the same checks, each named
-    (["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "model.optimizer_d.lr=-1"],
+    (["model=dcgan", "data=digits", "model.metrics.feature=pixels", "model.optimizer_d.lr=-1"],
      "ConfigError: model.optimizer_d rejected its settings (ValueError: Invalid learning rate: -1)"),
     (["model.net.dropout=5"], "rejected a value (ValueError: dropout probability has to be between 0 and 1"),
     (["ckpt_path=/nowhere/last.ckpt"], "CheckpointError: ckpt_path=/nowhere/last.ckpt does not exist"),

@@ -31,7 +31,7 @@ from tests.conftest import (
 )
 from train import train
 
-DIGITS = {"task": "classification", "image_shape": [1, 8, 8], "num_classes": 10}
+DIGITS = {"tasks": ["classification"], "image_shape": [1, 8, 8], "num_classes": 10}
 
 
 def test_rename_moves_keys_under_the_longest_matching_prefix() -> None:
@@ -132,7 +132,7 @@ def test_label_fraction_keeps_the_same_share_of_every_class() -> None:
 def test_unfreezing_under_ddp_needs_find_unused_parameters() -> None:
     trainer = SimpleNamespace(strategy=DDPStrategy(find_unused_parameters=False))
     module = SimpleNamespace(net=SimpleCNN(1, 10, image_size=8))
-    with pytest.raises(ConfigError, match="model.ddp_find_unused_parameters=true"):
+    with pytest.raises(ConfigError, match="task.ddp_find_unused_parameters=true"):
         FreezeUnfreeze(["features"], unfreeze_at_epoch=1).setup(trainer, module, "fit")
     FreezeUnfreeze(["features"]).setup(trainer, module, "fit")  # frozen for good: Lightning's freeze before wrapping
     assert not any(p.requires_grad for p in module.net.features.parameters())
@@ -153,7 +153,7 @@ def test_unfrozen_modules_stay_in_sync_across_ddp_processes(pretrained: Path, tm
     run = run_ok("train.py", ["trainer=ddp_cpu", "trainer.max_epochs=2", "data.batch_size=32", "init=checkpoint",
                               f"init.path={pretrained}", "callbacks=[default,finetuning]",
                               "callbacks.finetuning.modules=[features]", "callbacks.finetuning.unfreeze_at_epoch=1",
-                              "model.ddp_find_unused_parameters=true", "+callbacks.digest._target_=tests.test_finetuning.ParameterDigest",
+                              "task.ddp_find_unused_parameters=true", "+callbacks.digest._target_=tests.test_finetuning.ParameterDigest",
                               "test=false"], tmp_path / "logs")
     digests = {p.read_text() for p in run.glob("digest_*.txt")}
     assert len(list(run.glob("digest_*.txt"))) == 2 and len(digests) == 1, digests

@@ -33,7 +33,7 @@ from tests.conftest import (
 )
 from train import train
 
-DIGITS = {"task": "generation", "image_shape": [1, 8, 8], "num_classes": 10}
+DIGITS = {"tasks": ["generation"], "image_shape": [1, 8, 8], "num_classes": 10}
 
 
 # -- nets -------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ class StepProbe(Callback):
     ("wgan_gp", 2, ["d", "g", "d", "d", "g"]),  # G steps on the first batch of every n_critic
 ])
 def test_both_optimizers_step_and_only_their_net(model: str, n_critic: int, expected: list[str], cfg_train) -> None:
-    cfg = cfg_train(f"model={model}", "data=digits_generation", "model.metrics.feature=pixels",
+    cfg = cfg_train(f"model={model}", "data=digits", "model.metrics.feature=pixels",
                     "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
                     "test=false", f"model.n_critic={n_critic}", "model.conditional=true")
     with open_dict(cfg):
@@ -188,7 +188,7 @@ def trained_gan(classifier_ckpt: Path, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_DIR", str(out))
-        train(compose("train", [*FAST, "model=dcgan", "data=digits_generation", "trainer.max_epochs=2",
+        train(compose("train", [*FAST, "model=dcgan", "data=digits", "trainer.max_epochs=2",
                                 "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "logger=[csv,wandb]",
                                 "model.conditional=true", f"model.metrics.classifier_ckpt={classifier_ckpt}",
                                 "model.metrics.kid_subset_size=100"], out))
@@ -222,7 +222,7 @@ def test_run_logs_metrics_grids_and_weights_only_checkpoint(trained_gan: Path) -
 def test_eval_samples_images_and_reproduces_test_metrics(trained_gan: Path, classifier_ckpt: Path, tmp_path: Path) -> None:
     best = next((trained_gan / "checkpoints").glob("epoch_*.ckpt"))
     # model.metrics.* exists in GAN model configs only: name the model, as the checkpoint has it
-    proc = run_cli(["eval.py", f"ckpt_path={best}", "model=dcgan", "data=digits_generation",
+    proc = run_cli(["eval.py", f"ckpt_path={best}", "model=dcgan", "data=digits",
                     f"model.metrics.classifier_ckpt={classifier_ckpt}", "data.num_samples=50",
                     f"paths.log_dir={tmp_path}", "extras.print_config=false"])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -243,7 +243,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     """WGAN-GP (gradient penalty, n_critic, conditional, per-epoch LR decay of both optimizers):
     interrupted after epoch 1 and resumed == 2 uninterrupted epochs, bit for bit, for G, D, the
     EMA generator, both optimizers and both schedulers."""
-    common = [*FAST, "model=wgan_gp", "data=digits_generation", "model.metrics.feature=pixels", "trainer.deterministic=true", "trainer.max_epochs=2",
+    common = [*FAST, "model=wgan_gp", "data=digits", "model.metrics.feature=pixels", "trainer.deterministic=true", "trainer.max_epochs=2",
               "trainer.limit_train_batches=7", "trainer.limit_val_batches=2", "model.n_critic=3", "model.conditional=true", "test=false",
               "model.scheduler={_target_: torch.optim.lr_scheduler.ExponentialLR, _partial_: true, gamma: 0.5}"]
     full, interrupted, resumed = full_interrupted_resumed(common, tmp_path)

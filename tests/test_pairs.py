@@ -30,13 +30,15 @@ OFFLINE = {"hf_seq2seq": lambda hf_dir: [f"model.net.name={hf_dir}", f"data.toke
            "torchvision": lambda _: ["model.net.weights=null"]}  # its published weights are a download
 # span corruption needs sentinel tokens, which the tiny BART's tokenizer (a BPE without them) lacks
 UNFIT = {("hf_seq2seq", "cnndm_wikitext_denoising")}
-SLOW = {("dcgan", "cifar10_generation"), ("wgan_gp", "cifar10_generation"), ("sagan", "cifar10_generation"),
-        ("dcgan", "easy_vqa_generation"), ("wgan_gp", "easy_vqa_generation"), ("sagan", "easy_vqa_generation"),
+SLOW = {("dcgan", "cifar10"), ("wgan_gp", "cifar10"), ("sagan", "cifar10"),
+        ("dcgan", "easy_vqa_images"), ("wgan_gp", "easy_vqa_images"), ("sagan", "easy_vqa_images"),
         # (above) RGB GANs on 32x32 and 64x64 images: long tests
         # an ImageNet-sized ResNet-18: digits (the default data) stays in the default suite
         ("torchvision", "mnist"), ("torchvision", "fashion_mnist"), ("torchvision", "cifar10"),
-        # SimCLR's ResNet-9 encoder: model=simclr covers the contrastive task in the default suite
-        ("simclr_resnet9", "digits_contrastive"), ("simclr_resnet9", "fashion_mnist_contrastive")}
+        # SimCLR's ResNet-9 encoder: model=simclr covers the contrastive task in the default suite,
+        # on the two datasets it had before the task/data split
+        *(("simclr_resnet9", d) for d in ("digits", "mnist", "fashion_mnist", "cifar10")),
+        ("simclr", "mnist"), ("simclr", "cifar10")}
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def test_fast_dev_run(model: str, data: str, tmp_path: Path, data_root: Path, sy
     overrides = [f"model={model}", f"data={data}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true",
                  "data.num_workers=0", "data.pin_memory=false", *QUIET]
     cfg = compose("train", overrides, tmp_path / "run")
-    settings = [o for o in TASK_SETTINGS[cfg.model.task] if OmegaConf.select(cfg, o.split("=")[0]) is not None]
+    settings = [o for o in TASK_SETTINGS[cfg.task.name] if OmegaConf.select(cfg, o.split("=")[0]) is not None]
     overrides += [*settings, *OFFLINE.get(model, lambda _: [])(tiny_hf_dir)]
     trains = any(key.startswith("optimizer") for key in cfg.model)  # a model without an optimizer has no weights
     metrics, _ = train(compose("train", [*overrides, f"train={trains}"], tmp_path / "run"))

@@ -22,7 +22,7 @@ from tests.conftest import FAST, metrics_csv, run_ok
 from train import train
 
 # SimCLR on scikit-learn's digits (real, tiny, shipped): no flips for digits
-SIMCLR = ["model=simclr", "data=digits_contrastive", "model.views.flip=false"]
+SIMCLR = ["model=simclr", "data=digits", "model.views.flip=false"]
 INTO_CNN = ["init=checkpoint", "init.prefix_map={encoder:''}"]
 
 

@@ -228,7 +228,7 @@ def test_eval_needs_no_training_split_and_the_checkpoints_tokenizer_wins(tmp_pat
 
 
 # ---------------------------------------------------------------------- pre-train -> fine-tune
-PRETRAIN = [*TINY, "model.watch.metric=val/loss", "model.watch.mode=min", "trainer.limit_val_batches=1"]
+PRETRAIN = [*TINY, "task.watch.metric=val/loss", "task.watch.mode=min", "trainer.limit_val_batches=1"]
 
 
 def test_pretrain_then_finetune_through_init_checkpoint(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from src.utils.config import compose
 from tests.conftest import FAST
 from train import train
 
-GAN_ONE_CYCLE = ["model=dcgan", "data=digits_generation", "model.metrics.feature=pixels", "data.batch_size=16",
+GAN_ONE_CYCLE = ["model=dcgan", "data=digits", "model.metrics.feature=pixels", "data.batch_size=16",
                  "model.net.generator.channels=[16,8]", "model.net.discriminator.channels=[8,16]",
                  "model.scheduler_interval=step",
                  "+model.scheduler={_target_: torch.optim.lr_scheduler.OneCycleLR, _partial_: true, max_lr: 0.001}"]

@@ -24,7 +24,7 @@ def one_error_line(cfg, caplog: pytest.LogCaptureFixture) -> str:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     # Lightning's EarlyStopping raised a RuntimeError (a traceback) in both
-    (["model.watch.metric=val/accc"], "ConfigError: early stopping watches val/accc, which was never logged (logged: "),
+    (["task.watch.metric=val/accc"], "ConfigError: early stopping watches val/accc, which was never logged (logged: "),
     (["trainer.limit_val_batches=0"], ("ConfigError: early stopping watches val/acc, which validation logs, and "
                                        "validation ran no batch (trainer.limit_val_batches=0")),
     # the test was skipped and the run ended with exit 0 and no test metric

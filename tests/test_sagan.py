@@ -124,7 +124,7 @@ def test_ema_refresh_finds_the_spectral_norm_of_the_averaged_weight() -> None:
 
 
 def test_fit_checkpoint_reloads_weights_only_with_ema_samples(cfg_train, tmp_path: Path) -> None:
-    cfg = cfg_train("model=sagan", "data=digits_generation", "model.metrics.feature=pixels", "model.conditional=true",
+    cfg = cfg_train("model=sagan", "data=digits", "model.metrics.feature=pixels", "model.conditional=true",
                     "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "test=false",
                     "model.net.generator.channels=[16,8]", "model.net.discriminator.channels=[8,16]")
     _, objects = train(cfg)

@@ -151,7 +151,7 @@ def test_progress_bar_shows_loss_watched_metric_and_best(tmp_path: Path) -> None
     """The loss (the classifier logs it per epoch), the watched metric and its best once
     validated, and nothing else."""
     cfg = compose("train", ["trainer.max_epochs=3", "extras.print_config=false", "callbacks.model_summary=null"], tmp_path)
-    assert cfg.callbacks.rich_progress_bar.metric == cfg.model.watch.metric == "val/acc"
+    assert cfg.callbacks.rich_progress_bar.metric == cfg.task.watch.metric == "val/acc"
     with open_dict(cfg):
         cfg.callbacks.record = {"_target_": "tests.test_tracking.RecordProgressBar"}
     _, objects = train(cfg)
@@ -165,7 +165,7 @@ def test_compare_reads_tensorboard_when_there_is_no_csv(tmp_path: Path) -> None:
     run.mkdir()
     train(compose("train", [*QUIET, "trainer.max_epochs=2", "logger=tensorboard"], run))
     (run / ".hydra").mkdir()  # what Hydra writes in a run folder
-    for name, node in (("config", {"model": {"watch": {"metric": "val/acc", "mode": "max"}}}),
+    for name, node in (("config", {"task": {"watch": {"metric": "val/acc", "mode": "max"}}}),
                        ("overrides", ["logger=tensorboard"])):
         (run / ".hydra" / f"{name}.yaml").write_text(json.dumps(node))
     curves = read_run(run).curves.dropna(subset=["val/acc"])

@@ -93,7 +93,8 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
     reproduces the test accuracy it was saved with."""
     ckpt = checkpoints.load(FORMAT1)
     meta = ckpt["archlab"]
-    assert meta["version"] == 2 and meta["config"]["model"]["task"] == meta["config"]["data"]["provides"]["task"] == "classification"
+    assert meta["version"] == 3 and meta["config"]["task"]["name"] == "classification"
+    assert meta["config"]["data"]["provides"]["tasks"] == ["classification"] and "task" not in meta["config"]["model"]
     assert meta["config"]["data"]["_target_"] == "src.data.classification.ClassificationDataModule"
     assert ckpt["hyper_parameters"]["scheduler_monitor"] == "val/loss" and "monitor" not in ckpt["hyper_parameters"]
     instantiate_component(OmegaConf.create(meta["config"]["model"])).load_state_dict(ckpt["state_dict"])
@@ -101,6 +102,33 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert float(metrics_csv(run)["test/acc"]) == pytest.approx(37 / 360)
+
+
+# Written by archlab before the task/data/model split (commit e2bade9): `python train.py model=dcgan
+# data=digits_generation "model.net.generator.channels=[8,4]" "model.net.discriminator.channels=[4,8]"
+# model.latent_dim=8 trainer.max_epochs=1 trainer.limit_train_batches=4 trainer.limit_val_batches=1
+# trainer.limit_test_batches=1 model.metrics.kid_subset_size=8 model.metrics.kid_subsets=2`, test/fid 46.2094.
+FORMAT2 = Path(__file__).parent / "data" / "format2_dcgan_digits.ckpt"
+
+
+def test_checkpoint_of_format_2_is_upgraded(tmp_path: Path) -> None:
+    """A format-2 checkpoint (the model config's task and watched metric, a data twin) is upgraded
+    on load: metadata in ``task``, the twin's new name, and eval.py reproduces the test FID it was
+    saved with (on the same one test batch)."""
+    meta = checkpoints.load(FORMAT2)["archlab"]
+    config = meta["config"]
+    assert meta["version"] == 3 and config["task"] == {"name": "generation", "watch": {"metric": "val/fid", "mode": "min"},
+                                                       "search_space": {"model.optimizer_g.lr": "interval(0.00005, 0.0005)",
+                                                                        "model.optimizer_d.lr": "interval(0.00005, 0.0005)"},
+                                                       "ddp_find_unused_parameters": True}
+    assert not {"task", "watch", "search_space", "ddp_find_unused_parameters"} & set(config["model"])
+    assert meta["choices"]["data"] == "digits" and meta["choices"]["task"] == "generation"
+    assert config["data"]["provides"]["tasks"] == ["generation"]
+    proc = run_cli(["eval.py", f"ckpt_path={FORMAT2}", f"paths.log_dir={tmp_path}", "trainer.limit_test_batches=1",
+                    "extras.print_config=false"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert float(metrics_csv(run)["test/fid"]) == pytest.approx(46.2094, abs=1e-3)
 
 
 @pytest.mark.parametrize("timer", [[], ["~callbacks.timer"]], ids=["timer_callback", "no_timer_callback"])

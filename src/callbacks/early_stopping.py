@@ -21,5 +21,5 @@ class EarlyStopping(early_stopping.EarlyStopping):
                                   "batch (trainer.limit_val_batches=0 or an empty validation split); validate, or "
                                   "train without early stopping: callbacks.early_stopping=null")
             raise ConfigError(f"early stopping watches {self.monitor}, which was never logged (logged: {logged}); set "
-                              "model.watch.metric (or callbacks.early_stopping.monitor) to a logged metric")
+                              "task.watch.metric (or callbacks.early_stopping.monitor) to a logged metric")
         super()._run_early_stopping_check(trainer)

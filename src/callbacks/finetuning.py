@@ -36,7 +36,7 @@ class FreezeUnfreeze(BaseFinetuning):
       modules frozen before wrapping (as Lightning's fine-tuning callbacks do) would never be
       averaged across processes once unfrozen: each process would drift on its own. When they
       will be unfrozen, they are frozen after the wrap instead, and DDP must be told that some
-      parameters get no gradient (``model.ddp_find_unused_parameters=true``).
+      parameters get no gradient (``task.ddp_find_unused_parameters=true``).
     """
 
     def __init__(self, modules: Sequence[str], unfreeze_at_epoch: int | None = None, train_bn: bool = False) -> None:
@@ -67,7 +67,7 @@ class FreezeUnfreeze(BaseFinetuning):
         self._modules(pl_module)  # unknown names fail before any work
         if self._freeze_after_wrap(trainer):
             if not getattr(trainer.strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
-                raise ConfigError("unfreezing modules under DDP needs model.ddp_find_unused_parameters=true: DDP must "
+                raise ConfigError("unfreezing modules under DDP needs task.ddp_find_unused_parameters=true: DDP must "
                                   "register the frozen parameters when it wraps the model and skip them while frozen")
             return
         super().setup(trainer, pl_module, stage)

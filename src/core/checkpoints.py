@@ -23,7 +23,7 @@ from src.core.errors import CheckpointError, describe
 
 KEY = "archlab"
 #: layout of the record; older checkpoints are upgraded on load (:func:`upgrade`)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: the LightningModule attribute every task module keeps its net under
 NET_PREFIX = "net."
 
@@ -48,7 +48,7 @@ class RunRecord:
 
     @property
     def task(self) -> str | None:
-        return self.config.get("model", {}).get("task")
+        return self.config.get("task", {}).get("name")
 
     def option(self, group: str) -> str:
         """``model=cnn``: the option a group was composed from, else its ``_target_``'s name."""
@@ -88,13 +88,37 @@ def _upgrade_v1(meta: dict[str, Any], hparams: dict[str, Any]) -> None:
         choices["data"] = choices["data"].removesuffix("_gen") + "_generation"
 
 
+# Format 2 -> 3: the config split in three (configs/task/, data/, model/). The model config's
+# metadata moved to ``task``, each data config lists the tasks it serves, and the data configs that
+# were (dataset x task) twins are gone: the task comes from the model.
+RENAMED_DATA = {
+    "digits_generation": "digits", "mnist_generation": "mnist", "fashion_mnist_generation": "fashion_mnist",
+    "cifar10_generation": "cifar10", "digits_contrastive": "digits", "fashion_mnist_contrastive": "fashion_mnist",
+    "easy_vqa_generation": "easy_vqa_images",
+}
+TASK_KEYS = ("watch", "search_space", "ddp_find_unused_parameters")
+
+
+def _upgrade_v2(meta: dict[str, Any]) -> None:
+    config, choices = meta["config"], meta["choices"]
+    model, provides = config["model"], config["data"].setdefault("provides", {})
+    task = config["task"] = {"name": model.pop("task", None)}
+    task.update({k: model.pop(k) for k in TASK_KEYS if k in model})
+    provides["tasks"] = [provides.pop("task", task["name"])]
+    if "data" in choices:
+        choices["data"] = RENAMED_DATA.get(choices["data"], choices["data"])
+    choices["task"] = task["name"]
+
+
 def upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
     """Bring the record in ``ckpt`` (and the module's hparams) to the current format, in place.
     State-dict keys are the same in every format."""
     meta = ckpt.get(KEY)
     if meta is None or meta.get("version", 1) >= FORMAT_VERSION:
         return ckpt
-    _upgrade_v1(meta, ckpt.setdefault("hyper_parameters", {}))
+    if meta.get("version", 1) < 2:
+        _upgrade_v1(meta, ckpt.setdefault("hyper_parameters", {}))
+    _upgrade_v2(meta)
     meta["version"] = FORMAT_VERSION
     return ckpt
 

@@ -131,8 +131,9 @@ def load_classifier_features(ckpt_path: str | Path, image_shape: Sequence[int], 
     wrap it as a feature extractor for images of ``image_shape``."""
     option = "model.metrics.classifier_ckpt"
     ckpt = checkpoints.load(ckpt_path, option)
-    config = checkpoints.record(ckpt, ckpt_path, option).config
-    if config["model"].get("task") != "classification":
+    record = checkpoints.record(ckpt, ckpt_path, option)
+    config = record.config
+    if record.task != "classification":
         raise CheckpointError(f"model.metrics.classifier_ckpt={ckpt_path} is not an image classification checkpoint; "
                               "train one with `python train.py model=cnn data=<dataset>`")
     data = config["data"]

@@ -49,9 +49,9 @@ class Distiller:
         option = "model.distiller.teacher_ckpt"
         ckpt = checkpoints.load(teacher_ckpt, option)
         record = checkpoints.record(ckpt, teacher_ckpt, option)
-        self.config, self.name = record.config, record.option("model")
-        if self.config["model"].get("task") not in LABEL_TASKS:
-            raise ConfigError(f"the teacher {teacher_ckpt} ({self.name}) is a '{self.config['model'].get('task')}' model; "
+        self.config, self.name, self.task = record.config, record.option("model"), record.task
+        if self.task not in LABEL_TASKS:
+            raise ConfigError(f"the teacher {teacher_ckpt} ({self.name}) is a '{self.task}' model; "
                               f"distillation needs a teacher that predicts labels ({' or '.join(LABEL_TASKS)})")
         taught = self.config.get("data", {}).get("dataset")
         if dataset and taught and taught != dataset:
@@ -62,8 +62,8 @@ class Distiller:
     def check_student(self, task: str, classes: int) -> None:
         """The teacher must predict the student's labels: same task, same number of classes."""
         model = self.config["model"]
-        if model.get("task") != task:
-            raise ConfigError(f"the teacher {self.path} ({self.name}) is a '{model.get('task')}' model, the student a "
+        if self.task != task:
+            raise ConfigError(f"the teacher {self.path} ({self.name}) is a '{self.task}' model, the student a "
                               f"'{task}' one; distil from a teacher of the student's task")
         if num_outputs(model) != classes:
             raise ConfigError(f"the teacher {self.path} ({self.name}) predicts {num_outputs(model)} classes, the student "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.core.checkpoints import RENAMED_DATA
 from src.core.errors import ConfigError
 from src.utils.run_names import (
     output_subdir_resolver,
@@ -30,7 +32,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 def register_resolvers() -> None:
     # ${prod:${data.provides.image_shape}}: flattened input size for MLPs
     OmegaConf.register_new_resolver("prod", lambda xs: math.prod(xs), replace=True)
-    # ${optuna_direction:${model.watch.mode}}: the watched metric's mode in Optuna's words
+    # ${optuna_direction:${task.watch.mode}}: the watched metric's mode in Optuna's words
     OmegaConf.register_new_resolver("optuna_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode],
                                     replace=True)
     # ${run_names:name}, ${run_names:variant}, ${run_names:group}: what W&B names and groups a run by
@@ -73,36 +75,57 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def option_tasks(group: str, key: str) -> dict[str, str | None]:
-    """Each option of ``group`` (``model`` or ``data``) mapped to the task its composed config
-    declares under ``key``: configs that inherit (``defaults: [dcgan]``) declare it once."""
+def option_tasks(group: str) -> dict[str, list[str]]:
+    """Each option of ``group`` mapped to its tasks: the one a ``model`` option picks, the ones a
+    ``data`` option serves (``provides.tasks``), as composed (configs that inherit name them once)."""
+    key = {"model": "task.name", "data": "data.provides.tasks"}[group]
     inside = GlobalHydra.instance().is_initialized()  # an entry point's search path, else configs/
     with contextlib.nullcontext() if inside else initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return {name: OmegaConf.select(hydra_compose(overrides=[f"+{group}={name}"]), f"{group}.{key}", default=None)
-                for name in group_options(group)}
+        found = {name: OmegaConf.select(hydra_compose("train", overrides=[f"{group}={name}"]), key, default=None)
+                 for name in group_options(group)}
+    return {name: [tasks] if isinstance(tasks, str) else list(tasks or []) for name, tasks in found.items()}
 
 
 def check_compatibility(cfg: DictConfig, choices: Mapping[str, str]) -> None:
-    """Fail before any work if the model needs another task than the data provides.
-
-    Data configs declare ``provides.task``; model configs declare ``task``. The error lists the
-    options that would work on either side.
-    """
-    model_task = cfg.model.get("task")
-    data_task = OmegaConf.select(cfg, "data.provides.task", default=None)
+    """Fail before any work if the run's task is not the one its model is built for, or not one
+    its data serves. Each model config picks its task (``configs/task/``), ``task=`` overrides it;
+    each data config lists the tasks it serves (``provides.tasks``). The error lists the options
+    that would work."""
+    task, served = OmegaConf.select(cfg, "task.name", default=None), OmegaConf.select(cfg, "data.provides.tasks", default=None)
     model_name, data_name = choices.get("model", "?"), choices.get("data", "?")
-    if model_task is None or data_task is None:
-        missing = f"model={model_name} has no 'task'" if model_task is None else f"data={data_name} has no 'provides.task'"
-        raise ConfigError(f"{missing}; every model config declares the task it needs and every data config the task it provides")
-    if model_task == data_task:
+    if task is None:
+        raise ConfigError(f"model={model_name} picks no task; a model config names its task in its defaults "
+                          f"(`- override /task@_global_.task: <{'|'.join(group_options('task'))}>`)")
+    if served is None:
+        raise ConfigError(f"data={data_name} has no 'provides.tasks'; every data config lists the tasks it serves")
+    typed = HydraConfig.initialized() and any(o.split("=")[0].lstrip("+") == "task" for o in HydraConfig.get().overrides.task)
+    models = option_tasks("model") if typed or task not in served else {}
+    if models and task not in models.get(model_name, [task]):
+        built_for = models[model_name][0] if models[model_name] else "no"
+        raise ConfigError(f"model={model_name} is built for task={built_for}, not task={task}. Models for task={task}: "
+                          f"{', '.join(n for n, t in models.items() if task in t) or 'none'}.")
+    if task in served:
         return
-    data_ok = [n for n, t in option_tasks("data", "provides.task").items() if t == model_task]
-    models_ok = [n for n, t in option_tasks("model", "task").items() if t == data_task]
+    data_ok = [n for n, t in option_tasks("data").items() if task in t]
+    models_ok = [n for n, t in models.items() if set(t) & set(served)]
     raise ConfigError(
-        f"model={model_name} (task '{model_task}') cannot run on data={data_name} (task '{data_task}'). "
+        f"model={model_name} (task '{task}') cannot run on data={data_name} (tasks: {', '.join(served)}). "
         f"Data for model={model_name}: {', '.join(data_ok) or 'none'}. "
         f"Models for data={data_name}: {', '.join(models_ok) or 'none'}."
     )
+
+
+def refuse_removed_options(argv: Sequence[str]) -> None:
+    """A data option removed by the task/data split is one line naming its new spelling (before
+    Hydra composes, which would only list the options that exist)."""
+    for arg in argv:
+        key, _, values = arg.partition("=")
+        if key.lstrip("+~").removeprefix("override ").strip() != "data":
+            continue
+        for value in values.split(","):
+            if value.strip() in RENAMED_DATA:
+                sys.exit(f"ConfigError: data={value.strip()} is now data={RENAMED_DATA[value.strip()]}: the task comes "
+                         "from the model (model=dcgan trains a GAN on any image data), or set task=<name>")
 
 
 @rank_zero_only

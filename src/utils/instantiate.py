@@ -19,23 +19,16 @@ from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
-# Keys of model/data configs that describe the run (task compatibility, watched metric, what a
-# sweep varies, what DDP must allow), not constructor arguments.
-META_KEYS = ("task", "watch", "search_space", "ddp_find_unused_parameters")
-
 
 def instantiate_component(cfg: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate ``cfg`` without its meta keys, with every nested config converted to plain
-    Python containers: objects built this way put no OmegaConf types into checkpoints. A value
-    that does not resolve (``${..optimizer.lr}`` after ``model.optimizer=null``) is a one-line
+    """Instantiate ``cfg`` with every nested config converted to plain Python containers: objects
+    built this way put no OmegaConf types into checkpoints. A value that does not resolve (``${..optimizer.lr}`` after ``model.optimizer=null``) is a one-line
     ConfigError naming its key."""
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except InterpolationResolutionError as e:
         reason = str(e.msg).splitlines()[0]
         raise ConfigError(f"{e.full_key} does not resolve ({reason}); set it, or the value it refers to") from e
-    for key in META_KEYS:
-        plain.pop(key, None)
     prefix = cfg._get_full_key("") if isinstance(cfg, DictConfig) else ""
     check_arguments(plain, prefix)
     try:

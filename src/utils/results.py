@@ -36,7 +36,8 @@ class Run:
 
     @property
     def watched(self) -> tuple[str | None, str]:
-        watch = self.config.get("model", {}).get("watch", {})
+        # runs from before the task/data/model split kept it in the model config
+        watch = self.config.get("task", {}).get("watch") or self.config.get("model", {}).get("watch", {})
         return watch.get("metric"), watch.get("mode", "max")
 
     def value(self, key: str) -> Any:

@@ -68,7 +68,7 @@ def run_summary(cfg: DictConfig, trainer: Trainer, model: LightningModule, metri
                 started: float) -> dict[str, Any]:
     """The fields a results table compares: the watched metric's best value and the epoch/step it
     came at (the checkpoint that was tested), the test metrics, size, time and code version."""
-    watched = cfg.model.get("watch", {})
+    watched = cfg.task.get("watch", {})
     summary: dict[str, Any] = {f"run/{k}": v for k, v in cfg.run.items()}
     summary.update({"watched/metric": watched.get("metric"), "watched/mode": watched.get("mode")})
     checkpoint = trainer.checkpoint_callback
