@@ -102,10 +102,12 @@ def test_loss_is_hintons(teacher: Path) -> None:
     assert torch.allclose(s.grad, t * (F.softmax(s / t, 1) - F.softmax(teacher_logits / t, 1)).detach() / 2)
 
 
-def faked(teacher: Path, tmp_path: Path, **model) -> Path:
-    """The teacher checkpoint with its stored model config edited: another task, other classes."""
+def faked(teacher: Path, tmp_path: Path, task: str | None = None, **model) -> Path:
+    """The teacher checkpoint with its stored config edited: another task, other classes."""
     ckpt = torch.load(teacher, weights_only=True)
     ckpt["archlab"]["config"]["model"].update(model)
+    if task is not None:
+        ckpt["archlab"]["config"]["task"]["name"] = task
     path = tmp_path / "faked.ckpt"
     torch.save(ckpt, path)
     return path

@@ -69,5 +69,5 @@ def test_sweeping_a_model_without_search_space_is_one_line() -> None:
 
     from src.utils.sweeper import model_search_space
 
-    with pytest.raises(ConfigError, match="this model config has no search_space"):
-        model_search_space(OmegaConf.create({"model": {"_target_": "x"}}), trial=None)
+    with pytest.raises(ConfigError, match="this model has no search space; add configs/search_space/<model>.yaml"):
+        model_search_space(OmegaConf.create({"model": {"_target_": "x"}, "task": {"name": "x"}}), trial=None)
