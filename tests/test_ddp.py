@@ -21,6 +21,7 @@ LIMITS = ["trainer.limit_val_batches=2"]
 # field that identifies an example in predictions.jsonl)
 TASKS = {
     "classification": (["trainer.max_epochs=2", "data.batch_size=64"], "test/acc", 0.05, None),
+    "regression": (["model=cnn_regressor", "trainer.max_epochs=2", "data.batch_size=64"], "test/mae", 0.2, None),
     "vqa": (["model=fusion", "data=easy_vqa", "model.net.dim=32", "data.batch_size=8", "trainer.max_epochs=1",
              "trainer.limit_train_batches=60", "trainer.limit_test_batches=10"], "test/acc", 0.1, "question_index"),
     "generation": (["model=dcgan", "data=digits", "model.metrics.feature=pixels", "data.batch_size=32",

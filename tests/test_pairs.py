@@ -15,7 +15,7 @@ from tests.conftest import QUIET, compatible_pairs, synthetic_pairs, synthetic_p
 from train import train
 
 # Small batches, a validation split small enough for the synthetic image sets, short summaries;
-# each applied where the composed config has the key.
+# each applied where the composed config has the key. A task without an entry trains at its defaults.
 TASK_SETTINGS = {
     "classification": ["data.batch_size=16", "data.val_size=16"],
     "generation": ["data.batch_size=16", "data.val_size=16", "model.metrics.feature=pixels"],
@@ -60,7 +60,7 @@ def test_fast_dev_run(model: str, data: str, tmp_path: Path, data_root: Path, sy
     overrides = [f"model={model}", f"data={data}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true",
                  "data.num_workers=0", "data.pin_memory=false", *QUIET]
     cfg = compose("train", overrides, tmp_path / "run")
-    settings = [o for o in TASK_SETTINGS[cfg.task.name] if OmegaConf.select(cfg, o.split("=")[0]) is not None]
+    settings = [o for o in TASK_SETTINGS.get(cfg.task.name, []) if OmegaConf.select(cfg, o.split("=")[0]) is not None]
     overrides += [*settings, *OFFLINE.get(model, lambda _: [])(tiny_hf_dir)]
     trains = any(key.startswith("optimizer") for key in cfg.model)  # a model without an optimizer has no weights
     metrics, _ = train(compose("train", [*overrides, f"train={trains}"], tmp_path / "run"))
