@@ -78,7 +78,7 @@ def kd(out: Path, epochs: int | None) -> dict:
     teacher_ckpt, t_teacher = trained(["experiment=mnist_kd_teacher", *budget], "kd_teacher", out)
     errors, seconds = {}, {"teacher": t_teacher}
     for name, overrides in (("student", ["experiment=mnist_kd_student"]),
-                            ("distilled", ["experiment=mnist_kd_distilled", f"model.distiller.teacher_ckpt={teacher_ckpt}"])):
+                            ("distilled", ["experiment=mnist_kd_distilled", f"distill.teacher_ckpt={teacher_ckpt}"])):
         seconds[name], rows = train_run([*overrides, *budget, f"data.data_dir={data_dir()}"], f"kd_{name}",
                                         out / f"kd_{name}")
         errors[name] = round((1 - last_value(rows, "test/acc")) * 10_000)

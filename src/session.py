@@ -29,8 +29,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.callbacks.run_metadata import RunMetadata
 from src.core import checkpoints
-from src.core.errors import CheckpointError
+from src.core.errors import CheckpointError, ConfigError
 from src.core.weights import published_weights
+from src.models.distillation import LABEL_TASKS, Distils
 from src.models.pretrained import init_from_checkpoint, save_reports
 from src.utils.config import check_compatibility, config_choices
 from src.utils.instantiate import (
@@ -119,6 +120,7 @@ def build(cfg: DictConfig, mode: Mode) -> Session:
     log.info(f"Instantiating model <{cfg.model._target_}>")
     module = instantiate_component(cfg.model)
     if mode == "train":
+        distil(cfg, module)
         ckpt = _initial_weights(cfg, module, ckpt)
     elif ckpt is not None:
         module.on_load_checkpoint(ckpt)  # first, as LightningModule.load_from_checkpoint: its checks name the problem
@@ -156,6 +158,21 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: bool = Tru
         overrides.setdefault("max_time", None)
     logger = (instantiate_loggers(cfg.get("logger")) or False) if loggers else False
     return instantiate_component(cfg.trainer, callbacks=callbacks, logger=logger, **overrides)
+
+
+def distil(cfg: DictConfig, module: LightningModule) -> None:
+    """``distill=kd``: the teacher's soft targets join the module's training loss. Evaluation
+    never builds it: a student is evaluated alone."""
+    settings = cfg.get("distill")
+    if not settings:
+        return
+    if "_target_" not in settings:  # settings of an experiment without distill=kd (distill=none)
+        raise ConfigError(f"distill={OmegaConf.to_container(settings)} has no teacher to distil; choose distill=kd, "
+                          "or drop the distill.* settings")
+    if cfg.task.name not in LABEL_TASKS or not isinstance(module, Distils):
+        raise ConfigError(f"distill=kd distils labels ({' or '.join(LABEL_TASKS)} tasks); task={cfg.task.name} has "
+                          "none: drop distill=kd")
+    module.distil_from(instantiate_component(settings))
 
 
 def _initial_weights(cfg: DictConfig, module: LightningModule, ckpt: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -217,7 +234,6 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
       trained with (one line naming what differs);
     - ``task.*``, ``model.*`` and ``data.*`` overrides on the command line apply on top;
     - values under the training machine's ``paths.data_dir`` move under this one's;
-    - a distilled student's ``model.distiller`` is dropped (its teacher file is not needed).
 
     Returns the checkpoint's config choices. A checkpoint without archlab's record (not written by
     archlab) leaves ``cfg`` as composed."""
@@ -231,8 +247,7 @@ def use_checkpoint_config(cfg: DictConfig, ckpt: Mapping[str, Any], overrides: S
                           f"python {cfg.get('task_name', 'eval')}.py ckpt_path={path} (the checkpoint knows its model and data)")
     with open_dict(cfg):
         cfg.task = OmegaConf.create(stored["task"])
-        # a distilled student's teacher only shaped its training: evaluation neither needs nor loads it
-        cfg.model = OmegaConf.create({k: v for k, v in stored["model"].items() if k != "distiller"})
+        cfg.model = OmegaConf.create(stored["model"])
         cfg.data = OmegaConf.create(_rebase(stored["data"], stored.get("paths", {}).get("data_dir", ""),
                                             str(cfg.paths.data_dir)))
         for o in parsed:

@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from eval import evaluate
 from src.core.errors import CheckpointError, ConfigError
 from src.models.distillation import Distiller
+from src.session import distil
 from src.utils.config import compose
 from src.utils.instantiate import instantiate_component
 from tests.conftest import FAST, QUIET, metrics_csv, run_cli
@@ -45,8 +46,15 @@ class TeacherProbe(Callback):
         self.optimized |= {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
 
 
+def distilled_module(cfg: DictConfig) -> LightningModule:
+    """The module train.py builds from ``cfg``, the distiller handed to it (or none)."""
+    module = instantiate_component(cfg.model)
+    distil(cfg, module)
+    return module
+
+
 def distilled(cfg_train, teacher: Path, *overrides: str):
-    cfg = cfg_train(*DENSE, "distill=kd", f"model.distiller.teacher_ckpt={teacher}", *overrides)
+    cfg = cfg_train(*DENSE, "distill=kd", f"distill.teacher_ckpt={teacher}", *overrides)
     with open_dict(cfg):
         cfg.callbacks.probe = {"_target_": "tests.test_distillation.TeacherProbe"}
     return cfg
@@ -128,27 +136,27 @@ def test_teacher_of_other_labels_is_refused(fake: dict, error: type, message: st
     else:
         path = faked(teacher, tmp_path, **fake)
     with pytest.raises(error, match=message):
-        instantiate_component(cfg_train(*DENSE, "distill=kd", f"model.distiller.teacher_ckpt={path}").model)
+        distilled_module(cfg_train(*DENSE, "distill=kd", f"distill.teacher_ckpt={path}"))
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("model.distiller.temperature=0", "model.distiller.temperature=0 must be > 0"),
-    ("model.distiller.alpha=1.5", "model.distiller.alpha=1.5 must be in [0, 1]"),
+    ("distill.temperature=0", "distill.temperature=0 must be > 0"),
+    ("distill.alpha=1.5", "distill.alpha=1.5 must be in [0, 1]"),
 ])
 def test_bad_settings_are_refused(override: str, message: str, cfg_train, teacher: Path) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        instantiate_component(cfg_train(*DENSE, "distill=kd", f"model.distiller.teacher_ckpt={teacher}", override).model)
+        distilled_module(cfg_train(*DENSE, "distill=kd", f"distill.teacher_ckpt={teacher}", override))
 
 
 @pytest.mark.parametrize("bad", ["missing", "vqa", "unset"])
 def test_bad_teacher_is_one_logged_line_and_exit_1(bad: str, cfg_train, teacher: Path, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     path = {"missing": tmp_path / "nowhere.ckpt", "vqa": faked(teacher, tmp_path, task="vqa"), "unset": "null"}[bad]
-    expected = {"missing": f"CheckpointError: model.distiller.teacher_ckpt={path} does not exist",
+    expected = {"missing": f"CheckpointError: distill.teacher_ckpt={path} does not exist",
                 "vqa": f"ConfigError: the teacher {path} (model=dense) is a 'vqa' model, the student a 'classification' one",
-                "unset": "ConfigError: distill=kd needs a trained teacher: set model.distiller.teacher_ckpt="}[bad]
+                "unset": "ConfigError: distill=kd needs a trained teacher: set distill.teacher_ckpt="}[bad]
     with pytest.raises(SystemExit) as e:
-        train(cfg_train(*DENSE, "distill=kd", f"model.distiller.teacher_ckpt={path}"))
+        train(cfg_train(*DENSE, "distill=kd", f"distill.teacher_ckpt={path}"))
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert e.value.code == 1 and len(errors) == 1 and expected in errors[0] and "Traceback" not in caplog.text, caplog.text
 
@@ -156,7 +164,7 @@ def test_bad_teacher_is_one_logged_line_and_exit_1(bad: str, cfg_train, teacher:
 @pytest.mark.slow  # a command-line run; test_bad_teacher_is_one_logged_line_and_exit_1 covers it in-process
 def test_bad_teacher_is_one_line_from_the_command_line(teacher: Path, tmp_path: Path) -> None:
     path = faked(teacher, tmp_path, num_classes=5)
-    proc = run_cli(["train.py", *DENSE, "distill=kd", f"model.distiller.teacher_ckpt={path}",
+    proc = run_cli(["train.py", *DENSE, "distill=kd", f"distill.teacher_ckpt={path}",
                     f"paths.log_dir={tmp_path / 'logs'}", *QUIET])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
@@ -164,10 +172,16 @@ def test_bad_teacher_is_one_line_from_the_command_line(teacher: Path, tmp_path: 
 
 
 def test_distill_none_leaves_no_distiller(cfg_train) -> None:
-    assert "distiller" not in cfg_train(*DENSE).model and "distiller" not in cfg_train(*DENSE, "distill=none").model
-    # settings without distill=kd (experiment=mnist_kd_distilled distill=none) are one line, not a dict in the module
-    with pytest.raises(ConfigError, match=r"model.distiller=\{'temperature': 20\} is not a Distiller; distil with distill=kd"):
-        instantiate_component(cfg_train(*DENSE, "+model.distiller={temperature: 20}").model)
+    assert cfg_train(*DENSE).distill is None and cfg_train(*DENSE, "distill=none").distill is None
+    assert distilled_module(cfg_train(*DENSE)).distiller is None
+    # settings without distill=kd (experiment=mnist_kd_distilled distill=none) are one line
+    with pytest.raises(ConfigError, match=r"distill=\{'temperature': 20.0, 'alpha': 0.9\} has no teacher to distil"):
+        distilled_module(cfg_train("experiment=mnist_kd_distilled", "distill=none"))
+
+
+def test_distilling_a_task_without_labels_is_one_line(cfg_train, teacher: Path) -> None:
+    with pytest.raises(ConfigError, match=r"distill=kd distils labels \(classification or vqa tasks\); task=generation"):
+        distilled_module(cfg_train("model=dcgan", "distill=kd", f"distill.teacher_ckpt={teacher}"))
 
 
 def test_vqa_student_distils_from_a_vqa_teacher(tmp_path: Path) -> None:
@@ -176,7 +190,7 @@ def test_vqa_student_distils_from_a_vqa_teacher(tmp_path: Path) -> None:
                   tmp_path / "teacher"))
     ckpt = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
     metrics, objects = train(compose("train", [*QUIET, *VQA, "model.net.fusion=concat", "distill=kd",
-                                               f"model.distiller.teacher_ckpt={ckpt}", "trainer.fast_dev_run=2"],
+                                               f"distill.teacher_ckpt={ckpt}", "trainer.fast_dev_run=2"],
                                      tmp_path / "student"))
     student = objects["model"]
     assert type(student.distiller.teacher.fusion) is not type(student.net.fusion)

@@ -89,8 +89,9 @@ def _upgrade_v1(meta: dict[str, Any], hparams: dict[str, Any]) -> None:
 
 
 # Format 2 -> 3: the config split in three (configs/task/, data/, model/). The model config's
-# metadata moved to ``task``, each data config lists the tasks it serves, and the data configs that
-# were (dataset x task) twins are gone: the task comes from the model.
+# metadata moved to ``task``, each data config lists the tasks it serves, the data configs that
+# were (dataset x task) twins are gone (the task comes from the model), and a distilled student's
+# teacher settings moved from ``model.distiller`` to ``distill``.
 RENAMED_DATA = {
     "digits_generation": "digits", "mnist_generation": "mnist", "fashion_mnist_generation": "fashion_mnist",
     "cifar10_generation": "cifar10", "digits_contrastive": "digits", "fashion_mnist_contrastive": "fashion_mnist",
@@ -104,6 +105,7 @@ def _upgrade_v2(meta: dict[str, Any]) -> None:
     model, provides = config["model"], config["data"].setdefault("provides", {})
     task = config["task"] = {"name": model.pop("task", None)}
     task.update({k: model.pop(k) for k in TASK_KEYS if k in model})
+    config["distill"] = model.pop("distiller", None)
     provides["tasks"] = [provides.pop("task", task["name"])]
     if "data" in choices:
         choices["data"] = RENAMED_DATA.get(choices["data"], choices["data"])

@@ -7,7 +7,7 @@
   checkpoint whose weights or optimizers this run cannot take stopped in one line.
 - :class:`LabelTaskModule` (tasks that predict one label per example: image classes, VQA
   answers): per-stage metric collections and mean losses, the best validation accuracy so far
-  (``val/acc_best``), and the training loss, distilled from a teacher when ``distill=kd``.
+  (``val/acc_best``), and a training loss that ``distill=kd`` wraps (:meth:`distil_from`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
 from src.core.checkpoints import KEY
 from src.core.errors import CheckpointError, ConfigError, DataError, describe
 from src.core.prefix import under
-from src.models.distillation import Distiller
+from src.models.distillation import Distiller, LabelLoss
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -199,7 +199,7 @@ class TaskModule(LightningModule):
     are computed (summaries decoded) once, not again by a predict loop."""
 
     #: constructor arguments that are objects, not values: never saved in hparams
-    IGNORED = ["net", "optimizer", "scheduler", "distiller"]
+    IGNORED = ["net", "optimizer", "scheduler"]
     #: the field that orders prediction rows that are not one per loader item (see gather_rows)
     prediction_key: str | None = None
 
@@ -314,22 +314,34 @@ class TaskModule(LightningModule):
 
 
 class LabelTaskModule(TaskModule):
-    """Subclasses call :meth:`_stage_metrics` and :meth:`_use_distiller` in ``__init__``, and give
-    ``_step(batch, stage)`` and ``_net_logits(net, inputs)``."""
+    """Subclasses set ``task`` and call :meth:`_stage_metrics` in ``__init__``, and give
+    ``num_labels``, ``_step(batch, stage)`` (its training loss through :attr:`train_loss`) and
+    ``_net_logits(net, inputs)``."""
 
+    #: the task's name, which a distillation teacher must share
+    task: str
     distiller: Distiller | None = None
+    _distilled_loss: LabelLoss | None = None
     #: predict.py's ``top_k``: how many of the most probable labels each prediction lists
     predict_top_k: int = 5
 
-    def _use_distiller(self, distiller: Distiller | None, task: str, num_classes: int) -> None:
-        """Hold the teacher outside the module's registered children (see Distiller), once it is
-        known to predict this module's labels."""
-        if distiller is not None and not isinstance(distiller, Distiller):  # settings left without distill=kd
-            raise ConfigError(f"model.distiller={distiller} is not a Distiller; distil with distill=kd, "
-                              "or train without a teacher with ~model.distiller")
-        if distiller is not None:
-            distiller.check_student(task, num_classes)
+    @property
+    def num_labels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def train_loss_fn(self) -> LabelLoss:
+        """The training loss: the labels' (smoothed) cross-entropy, wrapped by a distiller when
+        one was given (:meth:`distil_from`)."""
+        return self._distilled_loss or self._label_loss
+
+    def distil_from(self, distiller: Distiller) -> None:
+        """``distill=kd``: train on the teacher's soft targets too. The teacher is held outside
+        the module's registered children (see Distiller), once it is known to predict this
+        module's labels."""
+        distiller.check_student(self.task, self.num_labels)
         self.distiller = distiller
+        self._distilled_loss = distiller.wrap(self._label_loss, self.net, self._net_logits, self.log)
 
     def _net_logits(self, net: nn.Module, inputs: Any) -> torch.Tensor:
         """How this task calls a net on a batch's inputs: the student's forward and the teacher's
@@ -339,20 +351,13 @@ class LabelTaskModule(TaskModule):
     def forward(self, inputs: Any) -> torch.Tensor:
         return self._net_logits(self.net, inputs)
 
+    def _label_loss(self, logits: torch.Tensor, target: torch.Tensor, inputs: Any) -> torch.Tensor:
+        """Cross-entropy with the labels, smoothed (training)."""
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
     def _loss(self, logits: torch.Tensor, target: torch.Tensor, inputs: Any, stage: str) -> torch.Tensor:
-        """Cross-entropy with the labels (smoothed in training only); in training with a teacher,
-        mixed with the teacher's soft targets (``train/loss_hard`` and ``train/loss_kd`` logged)."""
-        hard = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
-        if stage != "train" or self.distiller is None:
-            return hard
-        with torch.no_grad():
-            teacher = self.distiller.teacher_on(next(self.net.parameters()))
-            teacher_logits = self._net_logits(teacher, inputs)
-        soft = self.distiller.soft_loss(logits, teacher_logits)
-        n = len(target)
-        self.log("train/loss_hard", hard, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/loss_kd", soft, on_step=False, on_epoch=True, batch_size=n)
-        return self.distiller.mix(hard, soft)
+        """The training loss in training; the labels' plain cross-entropy at validation and test."""
+        return self.train_loss_fn(logits, target, inputs) if stage == "train" else F.cross_entropy(logits, target)
 
     def _answer_rows(self, logits: torch.Tensor, names: Sequence[str] | None, key: str = "name") -> list[dict[str, Any]]:
         """predict.py's row per example: the most probable label (its index, and its name under

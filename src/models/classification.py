@@ -16,7 +16,6 @@ from torchmetrics.classification import (
 )
 
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
-from src.models.distillation import Distiller
 from src.utils.plots import log_figure, prediction_grid_figure
 from src.utils.pylogger import RankedLogger
 
@@ -29,10 +28,12 @@ class ClassificationModule(LabelTaskModule):
 
     Only plain values go into ``hparams``, so checkpoints load with ``torch.load(weights_only=True)``;
     ``load_from_checkpoint`` needs the net passed in, e.g.
-    ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``. With ``distiller``
-    (``distill=kd``) training also matches a teacher's soft targets; ``lr_scales`` gives modules of
+    ``ClassificationModule.load_from_checkpoint(path, net=SimpleCNN(...))``. With ``distill=kd``
+    training also matches a teacher's soft targets (:meth:`distil_from`); ``lr_scales`` gives modules of
     the net their own learning rates (``{features: 0.1}``: a pre-trained backbone learns slowly).
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -47,18 +48,20 @@ class ClassificationModule(LabelTaskModule):
         compile: bool = False,
         channels_last: bool = False,
         num_plot_images: int = 32,
-        distiller: Distiller | None = None,
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
                          scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
                          channels_last=channels_last)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
-        self._use_distiller(distiller, "classification", num_classes)
         self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),
                              "f1": MulticlassF1Score(num_classes, average="macro")})
         self.confusion = MulticlassConfusionMatrix(num_classes, normalize="true")  # rows: recall of each class
         self.plot_batch: dict[str, torch.Tensor] = {}
+
+    @property
+    def num_labels(self) -> int:
+        return self.hparams.num_classes
 
     def _net_logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x)

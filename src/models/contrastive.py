@@ -45,6 +45,7 @@ class ContrastiveModule(ClassificationModule):
     """
 
     IGNORED = [*ClassificationModule.IGNORED, "views"]
+    task = "contrastive"
 
     def __init__(
         self,

@@ -1,14 +1,16 @@
 """Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"):
 a student matches a trained teacher's softened class probabilities as well as the labels.
 
-``python train.py model=dense distill=kd model.distiller.teacher_ckpt=<run>/checkpoints/<file>.ckpt``
+``python train.py model=dense distill=kd distill.teacher_ckpt=<run>/checkpoints/<file>.ckpt``: train.py
+hands the :class:`Distiller` to a module that :class:`Distils` (the label tasks), which wraps its
+training loss with it; evaluation never sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,17 @@ def num_outputs(model_cfg: Mapping[str, Any]) -> int | None:
     return len(model_cfg["answer_names"]) if model_cfg.get("answer_names") else None
 
 
+#: a label task's training loss: (logits, labels, the batch's inputs) -> a scalar
+LabelLoss = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+
+
+@runtime_checkable
+class Distils(Protocol):
+    """A task module whose training loss a :class:`Distiller` can wrap (the label tasks)."""
+
+    def distil_from(self, distiller: Distiller) -> None: ...
+
+
 class Distiller:
     """The frozen teacher of an archlab checkpoint and the distillation loss.
 
@@ -40,13 +53,13 @@ class Distiller:
                  dataset: str | None = None) -> None:
         if not teacher_ckpt:
             raise ConfigError("distill=kd needs a trained teacher: set "
-                              "model.distiller.teacher_ckpt=<run>/checkpoints/<file>.ckpt")
+                              "distill.teacher_ckpt=<run>/checkpoints/<file>.ckpt")
         if not temperature > 0:
-            raise ConfigError(f"model.distiller.temperature={temperature} must be > 0")
+            raise ConfigError(f"distill.temperature={temperature} must be > 0")
         if not 0 <= alpha <= 1:
-            raise ConfigError(f"model.distiller.alpha={alpha} must be in [0, 1] (the weight of the soft targets)")
+            raise ConfigError(f"distill.alpha={alpha} must be in [0, 1] (the weight of the soft targets)")
         self.path, self.temperature, self.alpha = str(teacher_ckpt), float(temperature), float(alpha)
-        option = "model.distiller.teacher_ckpt"
+        option = "distill.teacher_ckpt"
         ckpt = checkpoints.load(teacher_ckpt, option)
         record = checkpoints.record(ckpt, teacher_ckpt, option)
         self.config, self.name, self.task = record.config, record.option("model"), record.task
@@ -88,6 +101,22 @@ class Distiller:
     def mix(self, hard_loss: torch.Tensor, soft_loss: torch.Tensor) -> torch.Tensor:
         """alpha · (soft-target loss) + (1 - alpha) · (the labels' cross-entropy, ``hard_loss``)."""
         return self.alpha * soft_loss + (1 - self.alpha) * hard_loss
+
+    def wrap(self, label_loss: LabelLoss, student: nn.Module, logits_of: Callable[[nn.Module, Any], torch.Tensor],
+             log: Callable[..., None]) -> LabelLoss:
+        """``label_loss`` with the teacher's soft targets mixed in: the teacher is called on the
+        student's inputs as the student is (``logits_of``), on the student's device and dtype;
+        ``train/loss_hard`` and ``train/loss_kd`` are logged."""
+        def distilled(logits: torch.Tensor, target: torch.Tensor, inputs: Any) -> torch.Tensor:
+            hard = label_loss(logits, target, inputs)
+            with torch.no_grad():
+                teacher_logits = logits_of(self.teacher_on(next(student.parameters())), inputs)
+            soft = self.soft_loss(logits, teacher_logits)
+            log("train/loss_hard", hard, on_step=False, on_epoch=True, batch_size=len(target))
+            log("train/loss_kd", soft, on_step=False, on_epoch=True, batch_size=len(target))
+            return self.mix(hard, soft)
+
+        return distilled
 
     def __repr__(self) -> str:
         return f"Distiller(teacher_ckpt={Path(self.path).name}, temperature={self.temperature}, alpha={self.alpha})"

@@ -13,7 +13,6 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.base import LabelTaskModule, OptimizerFactory, SchedulerFactory
-from src.models.distillation import Distiller
 from src.utils.distributed import gather_rows
 from src.utils.plots import log_figure, prediction_grid_figure
 
@@ -26,11 +25,12 @@ class VQAModule(LabelTaskModule):
     table, a JSONL file and a PNG grid in the run dir.
 
     As in :class:`~src.models.classification.ClassificationModule`, hparams hold plain values
-    only, so checkpoints load with ``weights_only=True``, and ``distiller`` adds a teacher's soft
+    only, so checkpoints load with ``weights_only=True``, and ``distill=kd`` adds a teacher's soft
     targets to training.
     """
 
     prediction_key = "question_index"  # rows are per question, a loader item is an image
+    task = "vqa"
 
     def __init__(
         self,
@@ -46,7 +46,6 @@ class VQAModule(LabelTaskModule):
         channels_last: bool = False,
         num_plot_images: int = 32,
         max_error_rows: int = 500,
-        distiller: Distiller | None = None,
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
@@ -54,10 +53,13 @@ class VQAModule(LabelTaskModule):
                          channels_last=channels_last)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         n = len(answer_names)
-        self._use_distiller(distiller, "vqa", n)
         metrics = {"acc": MulticlassAccuracy(n, average="micro")}
         self._stage_metrics(metrics | {f"acc_{t}": MulticlassAccuracy(n, average="micro") for t in question_types})
         self.errors: list[dict[str, Any]] = []
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.hparams.answer_names)
 
     def _net_logits(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         return net(*self.net_inputs(batch))

@@ -116,11 +116,15 @@ def check_compatibility(cfg: DictConfig, choices: Mapping[str, str]) -> None:
 
 
 def refuse_removed_options(argv: Sequence[str]) -> None:
-    """A data option removed by the task/data split is one line naming its new spelling (before
-    Hydra composes, which would only list the options that exist)."""
+    """A spelling removed by the task/data/model split is one line naming the new one (before
+    Hydra composes, which would only list what exists): a data twin, ``model.distiller.*``."""
     for arg in argv:
         key, _, values = arg.partition("=")
-        if key.lstrip("+~").removeprefix("override ").strip() != "data":
+        key = key.lstrip("+~").removeprefix("override ").strip()
+        if key.startswith("model.distiller."):
+            sys.exit(f"ConfigError: {key} is now distill.{key.removeprefix('model.distiller.')} (distill=kd wraps the "
+                     "training loss; it is no longer part of the model)")
+        if key != "data":
             continue
         for value in values.split(","):
             if value.strip() in RENAMED_DATA:
