@@ -88,13 +88,15 @@ def test_every_experiment_runs(experiment: str, tmp_path: Path, data_root: Path,
     # loader workers are a machine setting (cifar10_resnet18 asks for 4), not part of the recipe
     overrides = [f"experiment={experiment}", f"paths.data_dir={data_root}", "trainer.fast_dev_run=true", *QUIET,
                  "data.num_workers=0", *OFFLINE_EXPERIMENTS.get(experiment, lambda _: [])(tiny_hf_dir)]
-    if OmegaConf.select(compose("train", overrides, tmp_path / "run"), "model.distiller.teacher_ckpt", default="") is None:
+    if OmegaConf.select(compose("train", overrides, tmp_path / "run"), "distill.teacher_ckpt", default="") is None:
         # a distilling experiment takes its teacher on the command line: the same experiment
         # without distillation, trained for one step, stands in for it
         teacher = [o for o in overrides if o != "trainer.fast_dev_run=true"]
-        train(compose("train", [*teacher, "~model.distiller", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-                                "trainer.limit_val_batches=1", "test=false"], tmp_path / "teacher"))
-        overrides.append(f"model.distiller.teacher_ckpt={tmp_path / 'teacher' / 'checkpoints' / 'last.ckpt'}")
+        cfg = compose("train", [*teacher, "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                                "trainer.limit_val_batches=1", "test=false"], tmp_path / "teacher")
+        cfg.distill = None
+        train(cfg)
+        overrides.append(f"distill.teacher_ckpt={tmp_path / 'teacher' / 'checkpoints' / 'last.ckpt'}")
     metrics, _ = train(compose("train", overrides, tmp_path / "run"))
     tested = [float(v) for k, v in metrics.items() if k.startswith("test/")]
     assert tested and all(map(math.isfinite, tested)), metrics
