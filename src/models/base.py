@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, MinMetric
 
 from src.core.checkpoints import KEY
 from src.core.errors import CheckpointError, ConfigError, DataError, describe
@@ -313,10 +313,61 @@ class TaskModule(LightningModule):
                                 self.scheduler_monitor, lr_scales=self.lr_scales)
 
 
-class LabelTaskModule(TaskModule):
-    """Subclasses set ``task`` and call :meth:`_stage_metrics` in ``__init__``, and give
-    ``num_labels``, ``_step(batch, stage)`` (its training loss through :attr:`train_loss`) and
-    ``_net_logits(net, inputs)``."""
+class StagedTaskModule(TaskModule):
+    """A task whose batches have targets (labels, answers, numbers): per-stage metric collections
+    and mean losses, logged as ``stage/name``, and the best validation value of one of them so
+    far (``val/acc_best``). Subclasses call :meth:`_stage_metrics` in ``__init__`` and give
+    ``_step(batch, stage)``."""
+
+    #: the metric whose best validation value is tracked, and whether higher is better
+    best_metric: tuple[str, str] = ("acc", "max")
+
+    def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
+        """``{train,val,test}_metrics`` (names prefixed ``stage/``), ``{train,val,test}_loss`` and
+        ``val_<best>_best``."""
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        name, mode = self.best_metric
+        best = MaxMetric() if mode == "max" else MinMetric()
+        # Persistent: part of the state_dict, so a resumed run remembers its best epoch so far.
+        best.persistent(True)
+        setattr(self, f"val_{name}_best", best)
+
+    def _log_stage(self, stage: str, loss: torch.Tensor, *update: torch.Tensor) -> None:
+        """The stage's mean loss and metrics, updated with this batch and logged per epoch
+        (``update()``, not ``forward()``: nothing is logged per step)."""
+        mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
+        mean_loss.update(loss)
+        metrics.update(*update)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    def _step(self, batch: Any, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and outputs of a batch, with the stage's loss and metrics updated and logged."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
+            return
+        name = self.best_metric[0]
+        best = getattr(self, f"val_{name}_best")
+        best(self.val_metrics[name].compute())
+        self.log(f"val/{name}_best", best.compute(), sync_dist=True, prog_bar=True)
+
+
+class LabelTaskModule(StagedTaskModule):
+    """A task that predicts one label per example. Subclasses set ``task`` and give
+    ``num_labels`` and ``_net_logits(net, inputs)``, and compute their training loss with
+    :meth:`_loss` (which ``distill=kd`` wraps)."""
 
     #: the task's name, which a distillation teacher must share
     task: str
@@ -368,30 +419,3 @@ class LabelTaskModule(TaskModule):
         return [{"label": int(i[0]), key: name(int(i[0])), "confidence": round(float(p[0]), 6),
                  "top_k": {name(int(j)): round(float(q), 6) for j, q in zip(i, p)}}
                 for i, p in zip(top.indices.tolist(), top.values.tolist())]
-
-    def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
-        """``{train,val,test}_metrics`` (names prefixed ``stage/``) and ``{train,val,test}_loss``."""
-        collection = MetricCollection(metrics)
-        self.train_metrics = collection.clone(prefix="train/")
-        self.val_metrics = collection.clone(prefix="val/")
-        self.test_metrics = collection.clone(prefix="test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        # Persistent: part of the state_dict, so a resumed run remembers its best epoch so far.
-        self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)
-
-    def _step(self, batch: Any, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and logits of a batch, with the stage's loss and metrics updated and logged."""
-        raise NotImplementedError
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
-            return
-        self.val_acc_best(self.val_metrics["acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)

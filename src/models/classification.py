@@ -74,13 +74,7 @@ class ClassificationModule(LabelTaskModule):
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y, x, stage)
-        preds = logits.argmax(dim=1)
-        mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        # update(), not forward(): nothing is logged per step, so skip the per-batch compute.
-        mean_loss.update(loss)
-        metrics.update(preds, y)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_stage(stage, loss, logits.argmax(dim=1), y)
         return loss, logits
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -8,18 +8,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection, MinMetric
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from src.models.base import OptimizerFactory, SchedulerFactory, TaskModule
+from src.models.base import OptimizerFactory, SchedulerFactory, StagedTaskModule
 
 
-class RegressionModule(TaskModule):
+class RegressionModule(StagedTaskModule):
     """Mean-squared-error training of a net's single output against a real target, scaled by
     ``target_scale`` so the net works near unit range (an angle in degrees / 45); per stage the
     mean absolute error, RMSE and R² in the target's own unit, and the best validation MAE so far.
 
     Hparams hold plain values only, so checkpoints load with ``weights_only=True``."""
+
+    best_metric = ("mae", "min")
 
     def __init__(
         self,
@@ -37,12 +38,7 @@ class RegressionModule(TaskModule):
                          scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
                          channels_last=channels_last)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
-        metrics = MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), "r2": R2Score()})
-        for stage in ("train", "val", "test"):
-            setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
-            setattr(self, f"{stage}_loss", MeanMetric())
-        self.val_mae_best = MinMetric()
-        self.val_mae_best.persistent(True)  # a resumed run remembers its best epoch so far
+        self._stage_metrics({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), "r2": R2Score()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The prediction in the target's unit."""
@@ -57,24 +53,8 @@ class RegressionModule(TaskModule):
         pred = self(x)
         scale = self.hparams.target_scale
         loss = F.mse_loss(pred / scale, y.float() / scale)
-        mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        mean_loss.update(loss)
-        metrics.update(pred, y.float())
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_stage(stage, loss, pred, y.float())
         return loss, pred
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
-            return
-        self.val_mae_best(self.val_metrics["mae"].compute())
-        self.log("val/mae_best", self.val_mae_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, pred = self._step(batch, "test")
