@@ -44,7 +44,7 @@ def test_every_model_picks_a_task_and_every_data_serves_one() -> None:
     assert all(len(t) == 1 for t in models.values()) and all(data.values()), (models, data)
     tasks = {t for (t,) in models.values()}
     assert tasks == {t for served in data.values() for t in served} == set(group_options("task"))
-    assert models["wgan_gp"] == ["generation"] and data["mnist"] == ["classification", "contrastive", "generation"]
+    assert models["wgan_gp"] == ["generation"] and data["mnist"] == ["classification", "contrastive", "generation", "regression"]
 
 
 def test_the_task_comes_from_the_model(tmp_path: Path) -> None:
