@@ -84,6 +84,27 @@ def test_provides_come_from_the_files(tmp_path: Path) -> None:
     assert list(gray.data.provides.image_shape) == [1, 12, 12]
 
 
+def test_training_pixels_are_what_predict_reads(tmp_path: Path) -> None:
+    """The decoded images equal predict.py's reading of the same files (same resize and crop)."""
+    from src.data.inputs import read_image
+
+    root = make_folder(tmp_path / "imgs", n=4)
+    folder = image_folder.load_folder(str(root), None, 12)
+    images, labels = folder.splits["all"]
+    files = sorted((root / "dog").iterdir())
+    first_dog = int((labels == 1).nonzero()[0])
+    assert torch.equal(images[first_dog], read_image(files[0], (3, 12, 12)))
+
+
+def test_a_named_dataset_is_one_yaml(tmp_path: Path) -> None:
+    """configs/data/<name>.yaml = defaults [image_folder, _self_] + root (here on a search path)."""
+    (tmp_path / "configs" / "data").mkdir(parents=True)
+    root = make_folder(tmp_path / "pets", n=4, modes=("L",))
+    (tmp_path / "configs" / "data" / "pets.yaml").write_text(f"defaults:\n  - image_folder\n  - _self_\n\nroot: {root}\n")
+    cfg = compose("train", [*FAST, "data=pets", f"hydra.searchpath=[file://{tmp_path / 'configs'}]"])
+    assert cfg.data.provides.num_classes == 3 and list(cfg.data.provides.image_shape) == [1, 32, 32]
+
+
 def test_train_val_test_folders_are_kept(tmp_path: Path) -> None:
     root = tmp_path / "split"
     for split, n, seed in (("train", 6, 0), ("val", 2, 1), ("test", 3, 2)):

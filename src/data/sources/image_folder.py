@@ -4,9 +4,10 @@ rows ``path,label[,split]``, paths relative to the index file).
 
 Every image is decoded once with PIL, resized to ``image_size`` x ``image_size`` (the shorter
 side scaled to ``image_size``, then the centre cropped: the aspect ratio is kept) and held in
-memory as one uint8 tensor, as the other image sources. Grayscale modes stay one channel when
-every image is grayscale; otherwise every image becomes RGB (transparent pixels become black,
-palettes are expanded). An unreadable or truncated image is skipped; the count is one warning.
+memory as one uint8 tensor, as the other image sources; predict.py reads an input the same way
+(``src.data.inputs.read_image``). Grayscale modes stay one channel when every image is
+grayscale; otherwise every image becomes RGB (PIL's ``convert("RGB")``: palettes expanded, an
+alpha channel dropped). An unreadable or truncated image is skipped; the count is one warning.
 
 What a data config needs before any file is read by a DataModule (class names, image shape, the
 training split's mean and std) comes from :func:`folder_resolver` (``${image_folder:...}``),
@@ -132,29 +133,18 @@ def _list_index(index: Path) -> tuple[list[str], dict[str, Files]]:
     return classes, files
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    """One image as an ``(H, W)`` uint8 array (grayscale) or ``(H, W, 3)`` (colour), resized and
-    centre-cropped to ``size`` x ``size``; raises on an unreadable or truncated file."""
-    from PIL import Image, ImageOps
+def _decode(path: Path, size: int) -> torch.Tensor:
+    """One image as uint8 ``(1, size, size)`` (a grayscale mode) or ``(3, size, size)``: decoded,
+    resized and centre-cropped exactly as predict.py reads an input (:func:`read_image`), so a
+    model sees the same pixels at training and at prediction. Raises on an unreadable or
+    truncated file."""
+    from PIL import Image
 
-    with Image.open(path) as image:
-        image.load()  # decodes now: a truncated file raises here
-        if image.mode in GRAY_MODES:
-            if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grayscale: scale to 8 bits
-                array = np.asarray(image, dtype=np.float64)
-                top = array.max()
-                scale = 255.0 if top <= 1 else 1.0 if top <= 255 else 255 / top
-                image = Image.fromarray(np.clip(np.round(array * scale), 0, 255).astype(np.uint8))
-            image = image.convert("L")
-        else:
-            if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "PA"):
-                image = image.convert("RGBA")
-            if image.mode == "RGBA":  # transparent pixels black
-                black = Image.new("RGBA", image.size, (0, 0, 0, 255))
-                image = Image.alpha_composite(black, image)
-            image = image.convert("RGB")
-        image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    from src.data.inputs import read_image
+
+    with Image.open(path) as image:  # the header only: the mode
+        channels = 1 if image.mode in GRAY_MODES else 3
+    return read_image(path, (channels, size, size))
 
 
 def _where(root: str | None, index: str | None) -> tuple[str, Path]:
@@ -177,7 +167,7 @@ def load_folder(root: str | None, index: str | None, image_size: int) -> Folder:
     kind, path = _where(root, index)
     classes, files = _list_index(path) if kind == "index" else _list_folder(path)
     skipped: list[str] = []
-    decoded: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+    decoded: dict[str, tuple[list[torch.Tensor], list[int]]] = {}
     for split, entries in files.items():
         arrays, labels = decoded.setdefault(split, ([], []))
         for file, label in entries:
@@ -192,14 +182,14 @@ def load_folder(root: str | None, index: str | None, image_size: int) -> Folder:
                     f"(e.g. {skipped[0]}); replace or remove them")
     if not any(arrays for arrays, _ in decoded.values()):
         raise DataError(f"{path}: none of its {total} images could be read; expected {LAYOUT}")
-    gray = all(a.ndim == 2 for arrays, _ in decoded.values() for a in arrays)
+    gray = all(len(a) == 1 for arrays, _ in decoded.values() for a in arrays)
     splits = {}
     for split, (arrays, labels) in decoded.items():
         if not arrays:
             raise DataError(f"{path}: no image of the {split} split could be read; replace its files")
-        stacked = np.stack([a[None] if gray else (np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a).transpose(2, 0, 1)
-                            for a in arrays])
-        splits[split] = (torch.from_numpy(stacked).contiguous(), torch.tensor(labels, dtype=torch.long))
+        # a grayscale image among colour ones: its one channel repeated (as PIL's convert("RGB"))
+        stacked = torch.stack([a if gray or len(a) == 3 else a.expand(3, -1, -1) for a in arrays])
+        splits[split] = (stacked.contiguous(), torch.tensor(labels, dtype=torch.long))
     return Folder(tuple(classes), splits)
 
 
