@@ -240,6 +240,15 @@ def test_folds_partition_the_training_split_stratified() -> None:
     assert again.data_val.indices == folds[3]
 
 
+def test_folds_of_real_valued_targets() -> None:
+    """Regression's angles: unstratified folds, still a partition."""
+    from src.data.images import fold_indices
+
+    angles = torch.linspace(-45, 45, 23)
+    vals = [fold_indices(angles, 4, k, 0)[1] for k in range(4)]
+    assert sorted(i for v in vals for i in v) == list(range(23))
+
+
 def test_fold_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"data.fold=5 is out of range for data.num_folds=5; pick 0..4"):
         ClassificationDataModule("digits", DIGITS, num_folds=5, fold=5)
