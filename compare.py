@@ -1,6 +1,6 @@
 """Compare runs offline, from their own files: ``python compare.py logs/train/multiruns/<date>``
 (a sweep folder, run folders, or both). Writes comparison.md / .csv, comparison_over_seeds.csv
-when seeds vary, and curves.png (the watched metric by epoch, one line per run)."""
+when seeds or cross-validation folds (data.fold) vary, and curves.png (the watched metric by epoch, one line per run)."""
 
 import argparse
 import sys
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"compare.py: {e}", file=sys.stderr)
         return 1
-    print(f"Written to {out}/: comparison.md, comparison.csv, comparison_over_seeds.csv (when seeds vary), curves.png")
+    print(f"Written to {out}/: comparison.md, comparison.csv, comparison_over_seeds.csv (when seeds or folds vary), curves.png")
     return 0
 
 

@@ -122,7 +122,8 @@ def image_shapes() -> dict[str, list[int]]:
     shapes = {}
     for name in group_options("data"):
         cfg = compose("train", [f"data={name}"]).data
-        if cfg.get("dataset") and "classification" in cfg.provides.tasks:
+        # a user's folder (data=image_folder) has the shape of its files: write_image_folder's
+        if cfg.get("dataset") and "root" not in cfg and "classification" in cfg.provides.tasks:
             shapes[cfg.dataset] = list(cfg.provides.image_shape)
     return shapes
 
@@ -144,6 +145,22 @@ def synthetic_images(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, source in list(images.IMAGE_SOURCES.items()):
         if source.downloads:
             monkeypatch.setitem(images.IMAGE_SOURCES, name, images.ImageSource(fake(name), source.mean, source.std))
+
+
+def write_image_folder(root: Path, per_class: int = 16, classes: int = 3, seed: int = 0) -> Path:
+    """``root/<class>/<i>.png``: small images of mixed sizes, grayscale and colour (data=image_folder
+    reads ``${paths.data_dir}/images`` by default), each class its own brightness."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    for label in range(classes):
+        for i in range(per_class):
+            w, h = rng.randint(6, 20), rng.randint(6, 20)
+            pixels = bytes(min(255, label * 80 + rng.randint(0, 60)) for _ in range(w * h * 3))
+            path = root / f"class_{label}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.frombytes("RGB", (w, h), pixels).convert("L" if i % 2 else "RGB").save(path)
+    return root
 
 
 WORDS = ("the cat dog bird sat ran flew over under near big small red blue green house tree river hill "

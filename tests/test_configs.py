@@ -14,7 +14,7 @@ from src.utils.config import (
     group_options,
     option_tasks,
 )
-from tests.conftest import compatible_pairs, run_cli
+from tests.conftest import compatible_pairs, run_cli, write_image_folder
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"])
@@ -30,8 +30,9 @@ def test_every_option_composes(group: str, tmp_path: Path) -> None:
 def test_every_pair_resolves(entry: str, tmp_path: Path) -> None:
     """Each compatible model/data pair composes under both entry points with every interpolation
     (``${data.provides.*}``) resolved: a model reading what its data does not provide fails here."""
+    write_image_folder(tmp_path / "data" / "images", per_class=4)  # data=image_folder's provides come from files
     for model, data in compatible_pairs():
-        cfg = compose(entry, [f"model={model}", f"data={data}"], tmp_path)
+        cfg = compose(entry, [f"model={model}", f"data={data}", f"paths.data_dir={tmp_path / 'data'}"], tmp_path)
         check_compatibility(cfg, {"model": model, "data": data})
         OmegaConf.to_container(cfg.model, resolve=True)
         OmegaConf.to_container(cfg.data, resolve=True)
@@ -66,7 +67,7 @@ def test_mismatch_lists_compatible_options(tmp_path: Path) -> None:
         check_compatibility(cfg, {"model": "cnn", "data": "toy_text"})
     msg = str(e.value)
     assert "model=cnn" in msg and "data=toy_text" in msg
-    assert "Data for model=cnn: cifar10, digits, fashion_mnist, mnist." in msg
+    assert "Data for model=cnn: cifar10, digits, fashion_mnist, image_folder, mnist." in msg
     assert "Models for data=toy_text: hf_seq2seq, lead3, lstm, transformer." in msg
 
 

@@ -11,7 +11,13 @@ import torch
 from omegaconf import OmegaConf
 
 from src.utils.config import compose, group_options
-from tests.conftest import QUIET, compatible_pairs, synthetic_pairs, synthetic_pairs_dir
+from tests.conftest import (
+    QUIET,
+    compatible_pairs,
+    synthetic_pairs,
+    synthetic_pairs_dir,
+    write_image_folder,
+)
 from train import train
 
 # Small batches, a validation split small enough for the synthetic image sets, short summaries;
@@ -38,14 +44,18 @@ SLOW = {("dcgan", "cifar10"), ("wgan_gp", "cifar10"), ("sagan", "cifar10"),
         # SimCLR's ResNet-9 encoder: model=simclr covers the contrastive task in the default suite,
         # on the two datasets it had before the task/data split
         *(("simclr_resnet9", d) for d in ("digits", "mnist", "fashion_mnist", "cifar10")),
-        ("simclr", "mnist"), ("simclr", "cifar10")}
+        ("simclr", "mnist"), ("simclr", "cifar10"),
+        # a user's folder (32x32, RGB): the same long runs as on cifar10
+        *((m, "image_folder") for m in ("dcgan", "wgan_gp", "sagan", "torchvision", "simclr_resnet9", "resnet18"))}
 
 
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
-    """paths.data_dir of the run: synthetic CNN/DailyMail files in both layouts (the image data is
-    replaced by the synthetic_images fixture, easy-VQA comes from its package)."""
+    """paths.data_dir of the run: synthetic CNN/DailyMail files in both layouts, a folder of images
+    for data=image_folder (the other image data is replaced by the synthetic_images fixture,
+    easy-VQA comes from its package)."""
     root = tmp_path / "data"
+    write_image_folder(root / "images")
     synthetic_pairs_dir(root / "cnn_dailymail")
     synthetic_pairs_dir(root / "cnn_dailymail" / "pg_tokenized")
     wikitext = "".join(f" = Title {i} = \n\n {pair['article']} \n" for i, pair in enumerate(synthetic_pairs(24, seed=3)))

@@ -6,6 +6,7 @@ with per-image transforms, or whole batches sliced from the images on the traini
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -57,6 +58,34 @@ def label_subset(indices: Sequence[int], targets: torch.Tensor, fraction: float,
         n = max(1, round(fraction * len(members)))
         kept.append(members[torch.randperm(len(members), generator=generator)[:n]])
     return sorted(torch.cat(kept).tolist())
+
+
+def fold_indices(targets: torch.Tensor, num_folds: int, fold: int, seed: int) -> tuple[list[int], list[int]]:
+    """Fold ``fold`` of a seeded, stratified ``num_folds``-fold partition of ``range(len(targets))``:
+    (the other folds, this fold). Class labels are stratified on; real-valued targets (regression)
+    are split unstratified. The folds partition the split: each index is in exactly one fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(targets)
+    if n < num_folds:
+        raise ConfigError(f"data.num_folds={num_folds} needs at least {num_folds} training images; the split has {n}")
+    labels = targets.numpy()
+    counts = torch.bincount(targets) if not targets.is_floating_point() else None
+    if counts is None or counts[counts > 0].min() < num_folds:  # a class smaller than the folds: unstratified
+        splitter = KFold(num_folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(num_folds, shuffle=True, random_state=seed)
+    train_idx, val_idx = list(splitter.split(labels.reshape(n, -1), labels))[fold]
+    return sorted(train_idx.tolist()), sorted(val_idx.tolist())
+
+
+def check_folds(num_folds: int | None, fold: int) -> None:
+    if num_folds is None:
+        return
+    if not isinstance(num_folds, int) or isinstance(num_folds, bool) or num_folds < 2:
+        raise ConfigError(f"data.num_folds={num_folds!r} must be a whole number of at least 2 (null: no folds)")
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < num_folds:
+        raise ConfigError(f"data.fold={fold!r} is out of range for data.num_folds={num_folds}; pick 0..{num_folds - 1}")
 
 
 LOADERS = ("batches", "items")
@@ -132,7 +161,13 @@ class ImageDataModule(LightningDataModule):
       ``split_seed``; see :func:`label_subset`): few-label fine-tuning. Validation and test are whole.
     - validation: ``val_size`` images (a float: a fraction) of the training split, drawn with
       ``split_seed``, independent of the training seed, so every run sees the same validation set;
-      never augmented (``augment`` applies to the training images only).
+      never augmented (``augment`` applies to the training images only). A dataset that holds its
+      own validation images (a folder's ``val/``) uses those.
+    - k-fold cross-validation: ``num_folds`` (null: none) stratified folds of the training split,
+      drawn with ``split_seed``; fold ``fold`` is the validation set, the others train. The test
+      split is untouched.
+    - ``mean``/``std``: the normalisation of a source that measures it from its files
+      (``image_folder``: the config resolves them); ``**options``: the source's own settings.
     - predict (eval.py): the first ``num_samples`` test images (null: all).
     - ``loader``: ``batches`` (:class:`BatchLoader`: the images on the training device, batches
       sliced, augmented and normalised as tensors) or ``items`` (a ``DataLoader`` with per-image
@@ -162,10 +197,23 @@ class ImageDataModule(LightningDataModule):
         source: str = "auto",
         num_samples: int | None = None,
         loader: str = "batches",
+        num_folds: int | None = None,
+        fold: int = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.source = image_source(dataset)
+        unknown = sorted(set(options) - set(self.source.options))
+        if unknown:
+            raise ConfigError(f"data.{unknown[0]} is not a setting of dataset={dataset}"
+                              + (f" (its settings: {', '.join(self.source.options)})" if self.source.options else ""))
+        self.options = options
+        if mean is not None and std is not None:
+            self.source = replace(self.source, mean=tuple(mean), std=tuple(std))
+        check_folds(num_folds, fold)
         self.provides = dict(provides)
         check_augment(augment)
         if loader not in LOADERS:
@@ -187,7 +235,20 @@ class ImageDataModule(LightningDataModule):
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, C, H, W) and labels of the train or test split."""
         hp = self.hparams
-        return self.source.read(hp.data_dir, train, download=hp.download, split_seed=hp.split_seed, source=hp.source)
+        return self.source.read(hp.data_dir, train, download=hp.download, split_seed=hp.split_seed, source=hp.source,
+                                **self.options)
+
+    def _split(self, targets: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Training and validation indices of the training split: fold ``fold`` of ``num_folds``,
+        the dataset's own validation images, or ``val_size`` drawn with ``split_seed``."""
+        hp = self.hparams
+        if hp.num_folds is not None:
+            return fold_indices(targets, hp.num_folds, hp.fold, hp.split_seed)
+        held_out = self.source.validation(hp.split_seed, **self.options) if self.source.validation else None
+        if held_out:
+            held = set(held_out)
+            return [i for i in range(len(targets)) if i not in held], list(held_out)
+        return train_val_indices(len(targets), hp.val_size, hp.split_seed)
 
     def prepare_data(self) -> None:
         """Download/extract once per node (Lightning calls this on local rank 0 only)."""
@@ -204,8 +265,11 @@ class ImageDataModule(LightningDataModule):
         images, targets = self._load(train=True)
         self._check_provides(images, targets)
         hp = self.hparams
-        train_idx, val_idx = train_val_indices(len(targets), hp.val_size, hp.split_seed)
+        train_idx, val_idx = self._split(targets)
         train_idx = label_subset(train_idx, targets, hp.label_fraction, hp.split_seed)
+        if self.source.mean is None:  # measured from the training images (a config gives them to predict.py)
+            pixels = images[train_idx].double().div(255).transpose(0, 1).flatten(1)
+            self.source = replace(self.source, mean=tuple(pixels.mean(1).tolist()), std=tuple(pixels.std(1).tolist()))
         # augmentation acts on the stored images, before any resize to provides.image_shape
         augment = augmentation(hp.augment, images.shape[-1])
         # two views of the same training split: the validation images are never augmented

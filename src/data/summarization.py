@@ -270,7 +270,7 @@ class SummarizationDataModule(Seq2SeqDataModule):
         fix = (f"put {split}.jsonl[.gz] there or set DATA_DIR to a folder that has it"
                + (f" (found: {', '.join(found)}; a split named otherwise: data.splits.{stage}=<name>)" if found else "")
                + (f", or {hp.offline_hint}" if hp.offline_hint else ""))
-        where = f"data={hp.name} has no '{split}' split: no {folder}/{split}.jsonl[.gz]"
+        where = f"data={hp.name} has no '{split}' split: no {folder}/{split}.jsonl[.gz] or {split}.csv[.gz]"
         if not hp.hf_dataset:
             raise DataError(f"{where}; {fix}")
         try:

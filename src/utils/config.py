@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.core.checkpoints import RENAMED_DATA
 from src.core.errors import ConfigError
+from src.data.sources.image_folder import folder_resolver
 from src.utils.run_names import (
     output_subdir_resolver,
     run_dir_resolver,
@@ -40,6 +41,9 @@ def register_resolvers() -> None:
     # hydra.run.dir and hydra.output_subdir: a resumed run continues in its own folder
     OmegaConf.register_new_resolver("run_dir", run_dir_resolver, replace=True)
     OmegaConf.register_new_resolver("output_subdir", output_subdir_resolver, replace=True)
+    # ${image_folder:num_classes,root,index,image_size,test_size,split_seed}: data=image_folder's provides and
+    # statistics, from the files (cached per folder)
+    OmegaConf.register_new_resolver("image_folder", folder_resolver, replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from src.core.errors import ConfigError, UserError, describe
+from src.core.errors import ConfigError, UserError, describe, user_error_in
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -27,6 +27,8 @@ def instantiate_component(cfg: DictConfig, **kwargs: Any) -> Any:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except InterpolationResolutionError as e:
+        if user_error_in(e) is not None:  # a resolver's own one-line error (${image_folder:...})
+            raise user_error_in(e) from e
         reason = str(e.msg).splitlines()[0]
         raise ConfigError(f"{e.full_key} does not resolve ({reason}); set it, or the value it refers to") from e
     prefix = cfg._get_full_key("") if isinstance(cfg, DictConfig) else ""

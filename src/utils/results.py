@@ -143,12 +143,17 @@ def compare(runs: Sequence[Run]) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), varying
 
 
+#: settings whose runs are repeats of one configuration: seeds, and the folds of k-fold cross-validation
+REPEATS = ("seed", "data.fold")
+
+
 def over_seeds(table: pd.DataFrame, varying: Sequence[str]) -> pd.DataFrame | None:
-    """Mean ± std (and n) of every metric over the seeds of each configuration; None unless seeds
-    vary and some configuration has more than one."""
-    if "seed" not in varying:
+    """Mean ± std (and n) of every metric over the seeds (and the cross-validation folds,
+    ``data.fold``) of each configuration; None unless seeds or folds vary and some configuration
+    has more than one run."""
+    if not set(REPEATS) & set(varying):
         return None
-    by = [s for s in varying if s != "seed"]
+    by = [s for s in varying if s not in REPEATS]
     metrics = [c for c in table.columns if c not in (*varying, "run", "status", "path") and pd.api.types.is_numeric_dtype(table[c])]
     if not by:
         table = table.assign(configuration="all")
@@ -205,7 +210,7 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_comparison(paths: Sequence[str | Path], out: Path) -> str:
     """Compare the runs under ``paths``; write ``comparison.md``, ``comparison.csv`` (one row per
-    run), ``comparison_over_seeds.csv`` (when seeds vary) and ``curves.png`` into ``out``.
+    run), ``comparison_over_seeds.csv`` (when seeds or cross-validation folds vary) and ``curves.png`` into ``out``.
     Returns the markdown."""
     runs = [read_run(p) for p in find_runs(paths)]
     table, varying = compare(runs)
@@ -215,7 +220,8 @@ def write_comparison(paths: Sequence[str | Path], out: Path) -> str:
     seeds = over_seeds(table, varying)
     if seeds is not None:
         seeds.to_csv(out / "comparison_over_seeds.csv", index=False)
-        text += f"\n## Mean ± std over seeds\n\n{markdown(seeds.to_dict('records'))}\n"
+        over = " and ".join({"seed": "seeds", "data.fold": "folds"}[k] for k in REPEATS if k in varying)
+        text += f"\n## Mean ± std over {over}\n\n{markdown(seeds.to_dict('records'))}\n"
     plot_curves(runs, list(table["run"]), out / "curves.png")
     (out / "comparison.md").write_text(text)
     return text

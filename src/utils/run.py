@@ -19,9 +19,9 @@ from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict, read_write
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from src.core.errors import ConfigError, UserError
+from src.core.errors import ConfigError, UserError, user_error_in
 from src.utils.config import print_config_tree, register_resolvers
 from src.utils.pylogger import RankedLogger
 
@@ -45,7 +45,10 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
         environ, argv = dict(os.environ), list(sys.argv)
         register_resolvers()  # also in a job a launcher runs in another process (submitit, SLURM)
         try:
-            return task_func(cfg)
+            try:
+                return task_func(cfg)
+            except InterpolationResolutionError as e:  # a resolver's own one-line error (${image_folder:...})
+                raise (user_error_in(e) or e) from None
         except (UserError, MisconfigurationException, MissingMandatoryValue) as e:
             # Lightning's own check of the trainer settings, and a ??? value left unset, are config errors too
             kind = type(e).__name__ if isinstance(e, UserError) else "ConfigError"

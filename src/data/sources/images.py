@@ -17,6 +17,7 @@ from torchvision import datasets as tvd
 
 from src.core.errors import DataError, describe
 from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
+from src.data.sources.image_folder import folder_validation, read_image_folder
 
 Images = tuple[torch.Tensor, torch.Tensor]
 
@@ -76,10 +77,16 @@ class ImageSource:
     """How to read one image dataset and its per-channel training-set statistics."""
 
     read: Callable[..., Images]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    #: None: measured from the files (the data config's ``mean``/``std``, or the training split's)
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
     #: read once in ``prepare_data`` (rank 0 of each node) so archives are downloaded/extracted once
     downloads: bool = False
+    #: the data config's keys ``read`` (and ``validation``) take as keyword arguments (image_folder: root, ...)
+    options: tuple[str, ...] = ()
+    #: ``validation(split_seed, **options)``: indices of the training split the dataset itself holds
+    #: out for validation (a ``val/`` folder), or None to draw them with ``val_size``
+    validation: Callable[..., list[int] | None] | None = None
 
 
 IMAGE_SOURCES: dict[str, ImageSource] = {
@@ -90,6 +97,9 @@ IMAGE_SOURCES: dict[str, ImageSource] = {
     "cifar10": ImageSource(functools.partial(read_torchvision, tvd.CIFAR10, "cifar-10-batches-py"),
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True),
     "easy_vqa": ImageSource(read_easy_vqa_images, *EASY_VQA_STATS),
+    # a user's folder of images (src/data/sources/image_folder.py); its statistics come from its files
+    "image_folder": ImageSource(read_image_folder, None, None, options=("root", "index", "image_size", "test_size"),
+                                validation=folder_validation),
 }
 
 

@@ -1,8 +1,10 @@
 """(article, summary) pairs: JSON Lines files (``.jsonl`` or ``.jsonl.gz``, rows ``{id, article,
-highlights}``) or a split of a Hugging Face hub dataset for online users."""
+highlights}``), CSV files (``.csv`` or ``.csv.gz``, a header row with ``article,highlights`` and
+optionally ``id``) or a split of a Hugging Face hub dataset for online users."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 from dataclasses import dataclass
@@ -35,9 +37,47 @@ def _valid(row: Any) -> bool:
             and bool(row["article"].strip()) and bool(row["highlights"].strip()))
 
 
+def _is_csv(path: Path) -> bool:
+    return path.name.lower().endswith((".csv", ".csv.gz"))
+
+
+def read_csv(path: Path) -> Pairs:
+    """Rows of a ``.csv`` or ``.csv.gz`` file with a header naming ``article`` and ``highlights``
+    (``id`` optional; other columns ignored); quoted fields may span lines. Empty rows are skipped
+    and counted in one warning, as :func:`read_jsonl`'s."""
+    ids, articles, highlights, skipped = [], [], [], 0
+    opener = gzip.open if path.suffix == ".gz" else open
+    csv.field_size_limit(2**31 - 1)  # an article is longer than csv's default 128 KiB field limit at times
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"article", "highlights"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{path} has no {' or '.join(sorted(missing))} column (header: "
+                                f"{','.join(reader.fieldnames or []) or 'none'}); name the columns article,highlights[,id]")
+            for n, row in enumerate(reader):
+                if not _valid(row):
+                    skipped += 1
+                    continue
+                ids.append(str(row.get("id") or f"{path.name}:{n}"))
+                articles.append(row["article"].strip())
+                highlights.append(row["highlights"].strip())
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} could not be read ({describe(e)}); replace the file (CSV with article,highlights "
+                        "columns)") from e
+    if skipped:
+        log.warning(f"{path}: skipped {skipped} empty or malformed rows of {skipped + len(ids)}")
+    if not ids:
+        raise DataError(f"{path} holds no usable rows (each row: non-empty 'article' and 'highlights')")
+    return Pairs(ids, articles, highlights)
+
+
 def read_jsonl(path: Path) -> Pairs:
-    """Rows ``{id, article, highlights}`` of a ``.jsonl`` or ``.jsonl.gz`` file. Empty or malformed
-    rows are skipped and counted in one warning: one bad line should not stop a run."""
+    """Rows ``{id, article, highlights}`` of a ``.jsonl`` or ``.jsonl.gz`` file (a ``.csv[.gz]``
+    file: :func:`read_csv`). Empty or malformed rows are skipped and counted in one warning: one
+    bad line should not stop a run."""
+    if _is_csv(path):
+        return read_csv(path)
     ids, articles, highlights, skipped = [], [], [], 0
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -66,7 +106,7 @@ def read_jsonl(path: Path) -> Pairs:
 
 
 def local_split_file(folder: Path, split: str) -> Path | None:
-    for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
+    for name in (f"{split}.jsonl", f"{split}.jsonl.gz", f"{split}.csv", f"{split}.csv.gz"):
         if (folder / name).is_file():
             return folder / name
     return None
