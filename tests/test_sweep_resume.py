@@ -127,25 +127,32 @@ def test_a_killed_optuna_sweep_finishes_its_study(tmp_path: Path) -> None:
     assert "Best value:" in out and out.count("Launching 1 jobs locally") == 3  # trials 3, 4, 5
 
 
-def test_sigterm_saves_last_ckpt_at_the_step_reached_and_the_run_resumes_from_it(tmp_path: Path) -> None:
-    """SIGTERM mid-epoch: Lightning finishes the step, SaveOnPreemption writes last.ckpt there, the
-    resume goes on from that step to the same end. (Bit-exact equality with an uninterrupted run
-    holds from epoch ends, test above; mid-epoch it needs resumable train loaders.)"""
-    common = [*FAST, *TINY]
+@pytest.mark.parametrize("step", [7, 5], ids=["mid epoch", "an epoch's last step"])
+def test_a_run_stopped_by_sigterm_resumes_as_if_never_stopped(step: int, tmp_path: Path) -> None:
+    """SIGTERM after ``step`` (5 steps an epoch): Lightning finishes the step, SaveOnPreemption
+    writes last.ckpt there, the run exits 143 (128 + SIGTERM) so no scheduler takes it for done;
+    resumed from it, the run ends with an uninterrupted one's weights and test metrics: the train
+    loader goes on with that epoch's order and augmentation, and an epoch stopped on its last step
+    is validated (early stopping and the best checkpoint need its val/acc)."""
+    common = [*FAST, *TINY, "data.augment=crop"]
+    full, _ = train(compose("train", common, tmp_path / "full"))
     stopped = compose("train", common, tmp_path / "stopped")
     with open_dict(stopped):
         stopped.callbacks.kill = {"_target_": "tests.test_sweep_resume.KillAtStep"}
-    os.environ["ARCHLAB_TEST_KILL"] = "None:7:SIGTERM"  # mid epoch 2 (5 steps an epoch)
+    os.environ["ARCHLAB_TEST_KILL"] = f"None:{step}:SIGTERM"
     try:
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as e:
             train(stopped)
     finally:
         del os.environ["ARCHLAB_TEST_KILL"]
+    assert e.value.code == 128 + signal.SIGTERM
     last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] == 7  # no step lost
-    train(compose("train", [*common, f"ckpt_path={last}"], tmp_path / "stopped"))
-    assert torch.load(last, weights_only=True)["global_step"] == 10
-    assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["test/acc"] > 0
+    assert torch.load(last, weights_only=True)["global_step"] == step  # no step lost
+    resumed, _ = train(compose("train", [*common, f"ckpt_path={last}"], tmp_path / "stopped"))
+    a, b = final_weights(last), final_weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    tests = {k: float(v) for k, v in full.items() if k.startswith("test/")}
+    assert tests and {k: float(resumed[k]) for k in tests} == tests
 
 
 def test_the_slurm_launcher_requeues_before_the_time_limit() -> None:
