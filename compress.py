@@ -21,7 +21,6 @@ import torch
 from lightning import Callback, Trainer
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
 
 from src.callbacks.run_metadata import RunMetadata
 from src.compression.measure import latency_ms, nonzero_params, size_mb
@@ -39,10 +38,8 @@ log = RankedLogger(__name__)
 
 
 def _examples(module: Any, datamodule: Any, n: int) -> tuple[Any, ...]:
-    """The net's inputs for the first ``n`` test examples, collated as the test loader does."""
-    collate = datamodule.test_dataloader().collate_fn
-    batch = next(iter(DataLoader(datamodule.data_test, batch_size=n, shuffle=False, collate_fn=collate)))
-    return tuple(module.net_inputs(batch))
+    """The net's inputs for the first ``n`` test examples (the DataModule's ``test_batch``)."""
+    return tuple(module.net_inputs(datamodule.test_batch(n)))
 
 
 def _measure(cfg: DictConfig, job: Job, name: str, net: nn.Module, artifact: Path,

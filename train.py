@@ -23,6 +23,7 @@ from src.session import build
 from src.utils.config import refuse_removed_options, register_resolvers
 from src.utils.pylogger import RankedLogger
 from src.utils.run import get_metric_value, task_wrapper
+from src.utils.sweep_resume import resume_job
 from src.utils.tracking import save_summary
 
 register_resolvers()
@@ -33,6 +34,7 @@ log = RankedLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit and test; returns (metrics, objects) so tests and sweeps can inspect both."""
     started = time.monotonic()
+    resume_job(cfg)  # a sweep job that was killed or requeued continues from its last.ckpt
     session = build(cfg, "train")
     model, datamodule, trainer = session.module, session.datamodule, session.trainer
 

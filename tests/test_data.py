@@ -142,3 +142,14 @@ def test_batch_augmentation_matches_the_per_image_transform(augment: str) -> Non
 def test_unknown_loader_is_one_line() -> None:
     with pytest.raises(ConfigError, match="data.loader='fast' is not one of batches, items"):
         ClassificationDataModule("digits", DIGITS, loader="fast")
+
+
+@pytest.mark.parametrize("kind", ["batches", "items"])
+def test_test_batch_is_the_start_of_the_test_loader(kind: str) -> None:
+    """compress.py's calibration and timing inputs: the first test examples as the test loader
+    serves them, in one batch of the size asked for (all of them when asked for more)."""
+    dm = ClassificationDataModule("digits", DIGITS, batch_size=100, loader=kind)
+    dm.setup()
+    (x, y), (x_ref, y_ref) = dm.test_batch(7), next(iter(dm.test_dataloader()))
+    assert torch.equal(y, y_ref[:7]) and torch.allclose(x, x_ref[:7])
+    assert len(dm.test_batch(10_000)[1]) == len(dm.data_test)

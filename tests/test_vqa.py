@@ -167,3 +167,11 @@ def test_fusion_on_mnist_is_a_clear_mismatch(tmp_path: Path) -> None:
     cfg = compose("train", ["model=fusion", "data=mnist"], tmp_path)
     with pytest.raises(ConfigError, match="model=fusion .* cannot run on data=mnist.*Data for model=fusion: easy_vqa"):
         check_compatibility(cfg, {"model": "fusion", "data": "mnist"})
+
+
+def test_test_batch_is_the_start_of_the_test_loader(package_data: VQADataModule) -> None:
+    """compress.py's calibration and timing inputs: the first test images with their questions."""
+    batch, reference = package_data.test_batch(3), next(iter(package_data.test_dataloader()))
+    assert int(batch["image_index"].max()) == 2 and torch.equal(batch["image"], reference["image"][:3])
+    n = len(batch["answer"])
+    assert torch.equal(batch["answer"], reference["answer"][:n]) and torch.equal(batch["question_index"], reference["question_index"][:n])

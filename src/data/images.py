@@ -21,7 +21,7 @@ from torch.utils.data import (
 )
 from torchvision.transforms import v2
 
-from src.core.errors import ConfigError, DataError
+from src.core.errors import CheckpointError, ConfigError, DataError
 from src.data.common import (
     augmentation,
     check_augment,
@@ -122,35 +122,71 @@ class BatchLoader:
     """Batches sliced from uint8 images held on the training device, augmented and normalised a
     whole batch at a time (airbench's loading): no per-image Python, no collate, no host-to-device
     copy. Visits ``indices`` in the order of ``sampler`` (the same sharding and shuffling as the
-    ``DataLoader`` path; Lightning calls ``sampler.set_epoch``)."""
+    ``DataLoader`` path; Lightning calls ``sampler.set_epoch``).
 
-    batch_sampler = None  # with ``sampler``, the DataLoader attributes Lightning inspects
+    Resumable mid-epoch through Lightning's stateful-loader protocol (``state_dict`` and
+    ``load_state_dict``, saved with the fit loop in every checkpoint): the position reached in the
+    epoch's order, and the order itself where the sampler cannot draw it again (a ``RandomSampler``
+    shuffles from the global RNG; a sampler with ``set_epoch`` reshuffles from its seed and epoch,
+    so each DDP process redraws its own share). Augmentation draws from the global RNG, which
+    :class:`~src.callbacks.rng_state.RNGState` restores, so a resumed epoch goes on with the very
+    batches an uninterrupted one draws."""
+
+    #: Lightning calls ``set_epoch`` on a loader's ``sampler`` and then reads its ``batch_sampler``
+    batch_sampler = None
 
     def __init__(self, dataset: TensorImageDataset | Subset, images: torch.Tensor, targets: torch.Tensor, sampler: Sampler,
-                 batch_size: int, collate_fn: NormalizeBatch,
+                 batch_size: int, normalize: Callable[[torch.Tensor], torch.Tensor],
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, drop_last: bool = False) -> None:
         """``images`` and ``targets``: the tensors of ``dataset`` (or of the dataset it is a Subset
-        of), already on the training device. ``collate_fn`` is what the ``DataLoader`` path
-        collates items with (kept for callers that batch the dataset themselves); its
-        ``transform`` normalises the sliced batches."""
+        of), already on the training device; ``normalize`` scales a sliced uint8 batch."""
         self.dataset, self.images, self.targets, self.sampler = dataset, images, targets, sampler
-        self.collate_fn, self.normalize = collate_fn, collate_fn.transform
         indices = dataset.indices if isinstance(dataset, Subset) else range(len(dataset))
         self.indices = torch.as_tensor(list(indices), device=images.device)
-        self.batch_size, self.augment, self.drop_last = batch_size, augment, drop_last
+        self.batch_size, self.normalize, self.augment, self.drop_last = batch_size, normalize, augment, drop_last
+        self._order: torch.Tensor | None = None  # the current epoch's sampler order, once drawn
+        self._served = 0  # examples of it served
+        self._resume: dict[str, Any] | None = None  # a checkpoint's state, for the next iteration
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.indices[torch.as_tensor(list(self.sampler), device=self.indices.device)]
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start: start + self.batch_size]
+        # taken now, not when the first batch is: Lightning creates the resumed epoch's iterator
+        # right after loading the state, and draws nothing from it when that epoch had ended
+        resume, self._resume = self._resume, None
+        return self._batches(resume)
+
+    def _batches(self, resume: dict[str, Any] | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # the order is drawn at the first batch, after Lightning's set_epoch
+        self._order = resume["order"] if resume and "order" in resume else torch.as_tensor(list(self.sampler))
+        self._served = resume["served"] if resume else 0
+        if len(self._order) != len(self.sampler):
+            raise CheckpointError(f"the checkpoint's training loader was in an epoch of {len(self._order)} examples, "
+                                  f"this run's has {len(self.sampler)}; resume with the data settings it was trained with")
+        order = self.indices[self._order.to(self.indices.device)]
+        end = min(len(self) * self.batch_size, len(order))
+        while self._served < end:
+            index = order[self._served: self._served + self.batch_size]
+            self._served += len(index)
             images = self.images[index]
             if self.augment is not None:
                 images = self.augment(images)
             yield self.normalize(images), self.targets[index]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current epoch stands (empty before the first one)."""
+        if self._order is None:
+            return {}
+        state: dict[str, Any] = {"served": self._served}
+        if not hasattr(self.sampler, "set_epoch"):
+            state["order"] = self._order.cpu()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning calls this only when it resumes inside an epoch."""
+        self._resume = state_dict or None
 
 
 class ImageDataModule(LightningDataModule):
@@ -307,7 +343,7 @@ class ImageDataModule(LightningDataModule):
             self._on_device[key] = (base.images.to(device), base.targets.to(device))
         augment = check_augment(self.hparams.augment).batch(base.images.shape[-1]) if train else None
         return BatchLoader(dataset, *self._on_device[key], sharded_sampler(dataset, self.trainer, train),
-                           self.batch_size_per_device, self._collate(), augment, drop_last)
+                           self.batch_size_per_device, self._collate().transform, augment, drop_last)
 
     def train_dataloader(self) -> DataLoader | BatchLoader:
         return self._loader(self.data_train, train=True)
@@ -317,6 +353,11 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | BatchLoader | list[DataLoader | BatchLoader]:
         return self._loader(self.data_test)
+
+    def test_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` test examples as one batch, as the test loader makes them: what
+        compress.py calibrates and times the net on."""
+        return self._collate()([self.data_test[i] for i in range(min(n, len(self.data_test)))])
 
     def predict_dataloader(self) -> DataLoader | BatchLoader:
         n = self.hparams.num_samples

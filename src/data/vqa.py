@@ -195,3 +195,8 @@ class VQADataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    def test_batch(self, n: int) -> dict[str, torch.Tensor]:
+        """The first ``n`` test images with their questions as one batch, as the test loader makes
+        them: what compress.py calibrates and times the net on."""
+        return VQACollate(None)([self.data_test[i] for i in range(min(n, len(self.data_test)))])

@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from hydra.types import RunMode
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
@@ -58,6 +60,10 @@ def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or is_multirun():
                 raise
             raise SystemExit(1) from None
+        except SIGTERMException:
+            # Lightning ends a fit stopped by SIGTERM with SystemExit(None): status 0, which a scheduler
+            # or a sweep takes for a finished job; 128 + SIGTERM is what a shell reports for it
+            raise SystemExit(128 + signal.SIGTERM) from None
         except Exception:
             log.exception("Run failed; the traceback is also in the run's log file")
             raise

@@ -73,12 +73,19 @@ def _name_parts(items: Sequence[tuple[str, str]], named_apart: Sequence[str]) ->
 class RecordSweep(Callback):
     """Hydra callback (``hydra.callbacks``): writes the sweep's command-line overrides, as typed,
     into the sweep folder before any job runs, so each job can tell what varies between jobs
-    whatever the sweeper (Hydra's basic one, Optuna's, which writes no multirun.yaml)."""
+    whatever the sweeper (Hydra's basic one, Optuna's, which writes no multirun.yaml). A sweep
+    folder that has them is being resumed (src/utils/sweep_resume.py): by the same overrides only."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        typed = list(config.hydra.overrides.task)
+        if (sweep_dir / SWEEP_OVERRIDES).exists():
+            from src.utils.sweep_resume import check_same_sweep
+
+            check_same_sweep(list(OmegaConf.load(sweep_dir / SWEEP_OVERRIDES)), typed, sweep_dir)
+            return
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(list(config.hydra.overrides.task)), sweep_dir / SWEEP_OVERRIDES)
+        OmegaConf.save(OmegaConf.create(typed), sweep_dir / SWEEP_OVERRIDES)
 
 
 def _fixed_keys(sweep_dir: Path) -> set[str]:
