@@ -8,7 +8,7 @@ Target: FID <= 10x the floor for DCGAN on MNIST after 2 epochs on CPU (``fid_rat
 Features come from archlab's own classifier of each dataset (offline "Fréchet classifier
 distance"): trained here first with `python train.py model=cnn data=<dataset>`, unless a
 checkpoint is given with --classifier. Each GAN then runs `python train.py
-experiment=mnist_<model> data=<dataset>_generation trainer.max_epochs=<N> trainer.max_time=null`
+experiment=mnist_<model> data=<dataset> trainer.max_epochs=<N> trainer.max_time=null`
 (or `trainer.max_time=<budget>`), which validates every 250 batches and tests the checkpoint with
 the best val/fid. The three experiments are class-conditional; DCGAN's recipe is in
 configs/experiment/mnist_dcgan.yaml.
