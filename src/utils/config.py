@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import hydra.utils
 import rich.syntax
 import rich.tree
 from hydra import compose as hydra_compose
@@ -20,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.core.checkpoints import RENAMED_DATA
 from src.core.errors import ConfigError
-from src.data.sources.image_folder import folder_resolver
 from src.utils.run_names import (
     output_subdir_resolver,
     run_dir_resolver,
@@ -28,6 +29,11 @@ from src.utils.run_names import (
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _by_path(path: str) -> Callable[..., Any]:
+    """A resolver whose code is imported when a config first uses it."""
+    return lambda *args: hydra.utils.get_method(path)(*args)
 
 
 def register_resolvers() -> None:
@@ -43,7 +49,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("output_subdir", output_subdir_resolver, replace=True)
     # ${image_folder:num_classes,root,index,image_size,test_size,split_seed}: data=image_folder's provides and
     # statistics, from the files (cached per folder)
-    OmegaConf.register_new_resolver("image_folder", folder_resolver, replace=True)
+    # (named by its dotted path, as a config's _target_: the config layer imports no data code)
+    OmegaConf.register_new_resolver("image_folder", _by_path("src.data.sources.image_folder.folder_resolver"), replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:

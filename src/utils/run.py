@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_only
@@ -26,12 +25,9 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from src.core.errors import ConfigError, UserError, user_error_in
 from src.utils.config import print_config_tree, register_resolvers
 from src.utils.pylogger import RankedLogger
+from src.utils.run_names import is_multirun
 
 log = RankedLogger(__name__)
-
-
-def is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def task_wrapper(task_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

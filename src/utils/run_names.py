@@ -4,7 +4,10 @@ word) and the folder a resumed run continues in."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from src.core.errors import ConfigError, UserError
 
 # Overrides that say where or how a run is logged, not what it trains: left out of its name.
 _BOOKKEEPING = ("paths", "hydra", "logger", "callbacks", "extras", "ckpt_path", "train", "test", "tags", "run",
@@ -70,6 +75,10 @@ def _name_parts(items: Sequence[tuple[str, str]], named_apart: Sequence[str]) ->
             for key, value in items if key not in named_apart]
 
 
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 class RecordSweep(Callback):
     """Hydra callback (``hydra.callbacks``): writes the sweep's command-line overrides, as typed,
     into the sweep folder before any job runs, so each job can tell what varies between jobs
@@ -80,8 +89,6 @@ class RecordSweep(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         typed = list(config.hydra.overrides.task)
         if (sweep_dir / SWEEP_OVERRIDES).exists():
-            from src.utils.sweep_resume import check_same_sweep
-
             check_same_sweep(list(OmegaConf.load(sweep_dir / SWEEP_OVERRIDES)), typed, sweep_dir)
             return
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -158,3 +165,23 @@ def output_subdir_resolver(ckpt_path: str | None, training: bool, output_dir: st
     every other run or sweep job writes ``.hydra/``."""
     resumed = resumed_run_dir(ckpt_path, training)
     return f".hydra/{resume_subdir}" if resumed and Path(output_dir).resolve() == resumed else ".hydra"
+
+
+def refuse(error: UserError) -> None:
+    """Stop a sweep before any job in one line (a traceback with ``HYDRA_FULL_ERROR=1``): Hydra
+    prints a traceback for errors outside jobs."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    logging.getLogger(__name__).error(f"{type(error).__name__}: {error}")
+    sys.exit(1)
+
+
+def check_same_sweep(recorded: list[Any], typed: list[Any], sweep_dir: Path) -> None:
+    """A sweep folder is resumed by the command that started it: other overrides are refused,
+    naming those that differ."""
+    recorded, typed = list(map(str, recorded)), list(map(str, typed))
+    if sorted(recorded) != sorted(typed):
+        was = " ".join(o for o in recorded if o not in typed) or "nothing"
+        now = " ".join(o for o in typed if o not in recorded) or "nothing"
+        refuse(ConfigError(f"{sweep_dir} is a sweep of {was}, not {now}; resume it with its own overrides "
+                           "(its sweep_overrides.yaml), or start a new sweep without hydra.sweep.dir"))

@@ -16,20 +16,17 @@ sweepers; Hydra instantiates sweepers from the ``hydra_plugins`` package only.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.core.errors import UserError
+from src.core.errors import ConfigError
 from src.utils.pylogger import RankedLogger
+from src.utils.run_names import is_multirun, refuse
 
 log = RankedLogger(__name__)
 
@@ -96,8 +93,6 @@ def _check_same_job(job: Path, overrides: Sequence[str]) -> None:
     (an unseeded Optuna sampler would ask for other trials)."""
     ran = [str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
     if sorted(ran) != sorted(map(str, overrides)):
-        from src.core.errors import ConfigError
-
         refuse(ConfigError(f"{job} ran {' '.join(ran)}, but the resumed sweep asks for {' '.join(overrides)} there; "
                            "a sweep resumes when it asks for the same jobs (Optuna: a seeded sampler, "
                            "hydra.sweeper.sampler.seed=...)"))
@@ -106,8 +101,6 @@ def _check_same_job(job: Path, overrides: Sequence[str]) -> None:
 def resume_job(cfg: DictConfig) -> None:
     """A sweep job (re-launched by a resumed sweep, or requeued by SLURM) whose folder holds
     ``checkpoints/last.ckpt`` continues from it, unless ``ckpt_path`` is given."""
-    from src.utils.run import is_multirun
-
     if not is_multirun() or cfg.get("ckpt_path") or not cfg.get("train"):
         return
     last = Path(cfg.paths.output_dir) / LAST
@@ -115,26 +108,3 @@ def resume_job(cfg: DictConfig) -> None:
         log.info(f"Resuming this sweep job from {last}")
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
-
-
-def refuse(error: UserError) -> None:
-    """Stop a sweep before any job in one line (a traceback with ``HYDRA_FULL_ERROR=1``): Hydra
-    prints a traceback for errors outside jobs."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise error
-    logging.getLogger(__name__).error(f"{type(error).__name__}: {error}")
-    sys.exit(1)
-
-
-def check_same_sweep(recorded: list[Any], typed: list[Any], sweep_dir: Path) -> None:
-    """A sweep folder is resumed by the command that started it: other overrides are refused,
-    naming those that differ."""
-    recorded, typed = list(map(str, recorded)), list(map(str, typed))
-    if sorted(recorded) != sorted(typed):
-        from src.core.errors import ConfigError
-
-        was = " ".join(o for o in recorded if o not in typed) or "nothing"
-        now = " ".join(o for o in typed if o not in recorded) or "nothing"
-        refuse(ConfigError(f"{sweep_dir} is a sweep of {was}, not {now}; resume it with its own overrides "
-                           "(its sweep_overrides.yaml), or start a new sweep without hydra.sweep.dir"))
-

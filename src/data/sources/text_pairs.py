@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,36 @@ def _is_csv(path: Path) -> bool:
     return path.name.lower().endswith((".csv", ".csv.gz"))
 
 
+def _collect(path: Path, rows: Iterable[tuple[int, Any]], layout: str) -> Pairs:
+    """The valid rows of a file as Pairs; empty or malformed rows (None: unparsable) are skipped
+    and counted in one warning: one bad line should not stop a run."""
+    ids, articles, highlights, skipped = [], [], [], 0
+    for n, row in rows:
+        if not _valid(row):
+            skipped += 1
+            continue
+        ids.append(str(row.get("id") or f"{path.name}:{n}"))
+        articles.append(row["article"].strip())
+        highlights.append(row["highlights"].strip())
+    if skipped:
+        log.warning(f"{path}: skipped {skipped} empty or malformed rows of {skipped + len(ids)}")
+    if not ids:
+        raise DataError(f"{path} holds no usable rows (each one {layout} with non-empty 'article' and 'highlights')")
+    return Pairs(ids, articles, highlights)
+
+
+def _json_rows(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    for n, line in enumerate(lines):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError:
+                yield n, None
+
+
 def read_csv(path: Path) -> Pairs:
     """Rows of a ``.csv`` or ``.csv.gz`` file with a header naming ``article`` and ``highlights``
-    (``id`` optional; other columns ignored); quoted fields may span lines. Empty rows are skipped
-    and counted in one warning, as :func:`read_jsonl`'s."""
-    ids, articles, highlights, skipped = [], [], [], 0
+    (``id`` optional; other columns ignored); quoted fields may span lines."""
     opener = gzip.open if path.suffix == ".gz" else open
     csv.field_size_limit(2**31 - 1)  # an article is longer than csv's default 128 KiB field limit at times
     try:
@@ -55,54 +81,24 @@ def read_csv(path: Path) -> Pairs:
             if missing:
                 raise DataError(f"{path} has no {' or '.join(sorted(missing))} column (header: "
                                 f"{','.join(reader.fieldnames or []) or 'none'}); name the columns article,highlights[,id]")
-            for n, row in enumerate(reader):
-                if not _valid(row):
-                    skipped += 1
-                    continue
-                ids.append(str(row.get("id") or f"{path.name}:{n}"))
-                articles.append(row["article"].strip())
-                highlights.append(row["highlights"].strip())
+            return _collect(path, enumerate(reader), "a CSV row")
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path} could not be read ({describe(e)}); replace the file (CSV with article,highlights "
                         "columns)") from e
-    if skipped:
-        log.warning(f"{path}: skipped {skipped} empty or malformed rows of {skipped + len(ids)}")
-    if not ids:
-        raise DataError(f"{path} holds no usable rows (each row: non-empty 'article' and 'highlights')")
-    return Pairs(ids, articles, highlights)
 
 
 def read_jsonl(path: Path) -> Pairs:
     """Rows ``{id, article, highlights}`` of a ``.jsonl`` or ``.jsonl.gz`` file (a ``.csv[.gz]``
-    file: :func:`read_csv`). Empty or malformed rows are skipped and counted in one warning: one
-    bad line should not stop a run."""
+    file: :func:`read_csv`)."""
     if _is_csv(path):
         return read_csv(path)
-    ids, articles, highlights, skipped = [], [], [], 0
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
-                if not _valid(row):
-                    skipped += 1
-                    continue
-                ids.append(str(row.get("id", f"{path.name}:{n}")))
-                articles.append(row["article"].strip())
-                highlights.append(row["highlights"].strip())
+            return _collect(path, _json_rows(f), "a JSON line")
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise DataError(f"{path} could not be read ({describe(e)}); replace the file (JSON Lines with id, article, "
                         "highlights)") from e
-    if skipped:
-        log.warning(f"{path}: skipped {skipped} empty or malformed rows of {skipped + len(ids)}")
-    if not ids:
-        raise DataError(f"{path} holds no usable rows (each line: JSON with non-empty 'article' and 'highlights')")
-    return Pairs(ids, articles, highlights)
 
 
 def local_split_file(folder: Path, split: str) -> Path | None:
