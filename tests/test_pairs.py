@@ -45,8 +45,12 @@ SLOW = {("dcgan", "cifar10"), ("wgan_gp", "cifar10"), ("sagan", "cifar10"),
         # on the two datasets it had before the task/data split
         *(("simclr_resnet9", d) for d in ("digits", "mnist", "fashion_mnist", "cifar10")),
         ("simclr", "mnist"), ("simclr", "cifar10"),
-        # a user's folder (32x32, RGB): the same long runs as on cifar10
-        *((m, "image_folder") for m in ("dcgan", "wgan_gp", "sagan", "torchvision", "simclr_resnet9", "resnet18"))}
+        # a user's folder (32x32, RGB): model=cnn covers it in the default suite (test_image_folder.py
+        # runs cnn, dcgan, simclr and cnn_regressor on a folder too)
+        *((m, "image_folder") for m in ("dcgan", "wgan_gp", "sagan", "torchvision", "simclr_resnet9", "resnet18",
+                                        "dense", "resnet9", "vit", "simclr", "cnn_regressor")),
+        # the regression task: digits in the default suite
+        *(("cnn_regressor", d) for d in ("mnist", "fashion_mnist", "cifar10"))}
 
 
 @pytest.fixture

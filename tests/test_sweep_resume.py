@@ -127,7 +127,7 @@ def test_a_killed_optuna_sweep_finishes_its_study(tmp_path: Path) -> None:
     assert "Best value:" in out and out.count("Launching 1 jobs locally") == 3  # trials 3, 4, 5
 
 
-@pytest.mark.parametrize("step", [7, 5], ids=["mid epoch", "an epoch's last step"])
+@pytest.mark.parametrize("step", [7, pytest.param(5, marks=pytest.mark.slow)], ids=["mid epoch", "an epoch's last step"])
 def test_a_run_stopped_by_sigterm_resumes_as_if_never_stopped(step: int, tmp_path: Path) -> None:
     """SIGTERM after ``step`` (5 steps an epoch): Lightning finishes the step, SaveOnPreemption
     writes last.ckpt there, the run exits 143 (128 + SIGTERM) so no scheduler takes it for done;

@@ -4,6 +4,7 @@ each group, the model/data compatibility check, and the printed config tree."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -89,11 +90,22 @@ def group_options(group: str) -> list[str]:
 def option_tasks(group: str) -> dict[str, list[str]]:
     """Each option of ``group`` mapped to its tasks: the one a ``model`` option picks, the ones a
     ``data`` option serves (``provides.tasks``), as composed (configs that inherit name them once)."""
-    key = {"model": "task.name", "data": "data.provides.tasks"}[group]
     inside = GlobalHydra.instance().is_initialized()  # an entry point's search path, else configs/
     with contextlib.nullcontext() if inside else initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        found = {name: OmegaConf.select(hydra_compose("train", overrides=[f"{group}={name}"]), key, default=None)
-                 for name in group_options(group)}
+        return _option_tasks(group, tuple(group_options(group)))
+
+
+@functools.lru_cache(maxsize=8)
+def _option_tasks(group: str, options: tuple[str, ...]) -> dict[str, list[str]]:
+    """Cached by the options there are: composing each takes a moment, and a process's configs do
+    not change. A data option composes alone; a model option picks its task through train.yaml's
+    ``task`` entry."""
+    if group == "model":
+        found = {n: OmegaConf.select(hydra_compose("train", overrides=[f"model={n}"]), "task.name", default=None)
+                 for n in options}
+    else:
+        found = {n: OmegaConf.select(hydra_compose(overrides=[f"+{group}={n}"]), f"{group}.provides.tasks", default=None)
+                 for n in options}
     return {name: [tasks] if isinstance(tasks, str) else list(tasks or []) for name, tasks in found.items()}
 
 
