@@ -43,6 +43,10 @@ class NonFiniteGuard(Callback):
             self._check(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The epoch's logged metrics are computed first, a collective each, on every process: rank 0's
+        # progress bar computed them in an earlier epoch-end hook, the other ranks would only after
+        # this hook, and their collectives would cross this check's reduce (a DDP deadlock)
+        trainer.callback_metrics  # noqa: B018
         self._check(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
