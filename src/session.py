@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.plugins.environments import TorchElasticEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.callbacks.run_metadata import RunMetadata
@@ -157,7 +158,21 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: bool = Tru
     if any(isinstance(c, Timer) for c in callbacks):
         overrides.setdefault("max_time", None)
     logger = (instantiate_loggers(cfg.get("logger")) or False) if loggers else False
-    return instantiate_component(cfg.trainer, callbacks=callbacks, logger=logger, **overrides)
+    trainer = instantiate_component(cfg.trainer, callbacks=callbacks, logger=logger, **overrides)
+    check_launched_processes(trainer)
+    return trainer
+
+
+def check_launched_processes(trainer: Trainer) -> None:
+    """Processes torchrun started must be the ones the trainer asks for (Lightning would say so
+    with a traceback once ``fit`` starts)."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if isinstance(environment, TorchElasticEnvironment):
+        asked = trainer.num_devices * trainer.num_nodes
+        if asked != environment.world_size():
+            raise ConfigError(f"torchrun started {environment.world_size()} processes, but trainer.devices="
+                              f"{trainer.num_devices} x trainer.num_nodes={trainer.num_nodes} is {asked}; set them to "
+                              "torchrun's --nproc_per_node and --nnodes")
 
 
 def distil(cfg: DictConfig, module: LightningModule) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,10 @@ import pytest
 
 from predict import predict
 from src.utils.config import compose
-from tests.conftest import QUIET, ROOT
+from tests.conftest import QUIET, ROOT, free_port
 from tests.test_predict import save_png
 
 STARTUP_S = 180  # the inference worker imports torch and unpickles the model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def group_alive(pgid: int) -> bool:

@@ -155,8 +155,36 @@ def resumed_run_dir(ckpt_path: str | None, training: bool) -> Path | None:
 
 def run_dir_resolver(ckpt_path: str | None, training: bool, new_dir: str) -> str:
     """``hydra.run.dir``: a resumed run continues in its own folder (its logs, metrics and
-    checkpoints stay one folder); anything else gets ``new_dir``."""
-    return str(resumed_run_dir(ckpt_path, training) or new_dir)
+    checkpoints stay one folder); a run torchrun started in several processes takes rank 0's new
+    folder; anything else gets ``new_dir``."""
+    resumed = resumed_run_dir(ckpt_path, training)
+    if resumed:
+        return str(resumed)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torchrun_run_dir(new_dir)
+    return new_dir
+
+
+_AGREED_RUN_DIRS: dict[str, str] = {}
+
+
+def torchrun_run_dir(new_dir: str) -> str:
+    """The folder every process of a torchrun launch (``--nnodes``, ``--nproc_per_node``) writes
+    one run into: rank 0's ``new_dir``, handed to the others through torchrun's own key-value
+    store (its agent's, at ``MASTER_ADDR:MASTER_PORT``), since each process's clock names its own.
+    Decided once per launch attempt: an elastic restart starts a new folder."""
+    key = f"archlab/run_dir/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    if key not in _AGREED_RUN_DIRS:
+        from datetime import timedelta
+
+        from torch.distributed import TCPStore
+
+        store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                         timeout=timedelta(minutes=10))
+        if os.environ.get("RANK") == "0":
+            store.set(key, new_dir)
+        _AGREED_RUN_DIRS[key] = store.get(key).decode()
+    return _AGREED_RUN_DIRS[key]
 
 
 def output_subdir_resolver(ckpt_path: str | None, training: bool, output_dir: str, resume_subdir: str) -> str:
