@@ -86,6 +86,17 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     )
 
 
+def assert_eval_reproduces(metrics: dict[str, Any], ckpt: str, out: Path) -> None:
+    """eval.py from the checkpoint alone (in-process, its run dir ``out``) gives train.py's test
+    accuracy and loss."""
+    from eval import evaluate
+
+    out.mkdir()
+    evaluated, _ = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}"], out))
+    for key in ("test/acc", "test/loss"):
+        assert float(evaluated[key]) == pytest.approx(float(metrics[key]), rel=1e-5), key
+
+
 def run_dirs(log_dir: Path) -> list[Path]:
     """Every folder Hydra made (it writes .hydra/ in each run/job dir)."""
     return sorted(p.parent for p in log_dir.rglob(".hydra"))

@@ -16,7 +16,14 @@ from src.data.sources import vqa_folder
 from src.data.vqa import VQADataModule
 from src.utils.config import compose
 from src.utils.instantiate import instantiate_component
-from tests.conftest import FAST, QUIET, run_cli, write_jsonl, write_vqa_folder
+from tests.conftest import (
+    FAST,
+    QUIET,
+    assert_eval_reproduces,
+    run_cli,
+    write_jsonl,
+    write_vqa_folder,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +161,6 @@ def test_folder_trains_then_eval_and_predict_from_the_checkpoint(tmp_path: Path)
     """A folder -> train.py (2 epochs) -> eval.py and predict.py from the checkpoint alone (their
     configs resolve nothing from the files): the same test metrics, and the answers of the
     model for the folder's own questions."""
-    from eval import evaluate
     from predict import predict
     from src.data.inputs import read_image
     from train import train
@@ -164,10 +170,7 @@ def test_folder_trains_then_eval_and_predict_from_the_checkpoint(tmp_path: Path)
     ckpt = objects["trainer"].checkpoint_callback.best_model_path
     vqa_folder._read_folder.cache_clear()  # eval reads the files again, as a new process would
     vqa_folder.vqa_folder.cache_clear()
-    (tmp_path / "eval").mkdir()
-    evaluated, _ = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}"], tmp_path / "eval"))
-    assert float(evaluated["test/acc"]) == pytest.approx(float(metrics["test/acc"]))
-    assert float(evaluated["test/loss"]) == pytest.approx(float(metrics["test/loss"]), rel=1e-5)
+    assert_eval_reproduces(metrics, ckpt, tmp_path / "eval")
 
     module, dm = objects["model"].eval(), objects["datamodule"]
     item = dm.data_test[0]

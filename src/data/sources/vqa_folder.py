@@ -20,7 +20,6 @@ question types, the training images' mean and std) comes from :func:`vqa_folder_
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,19 +50,15 @@ def answer_type(answer: str) -> str:
 def _rows(path: Path) -> list[Row]:
     """(image file, question, answer) per row; a row that is not JSON or lacks a field is one line
     naming ``file:line``."""
+    from src.data.inputs import json_lines
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        objects = json_lines(path, str(path))
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path} could not be read ({describe(e)}); fix or replace the file") from e
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n} is not JSON ({e.msg}); write one JSON object per line: {LAYOUT}") from e
-        missing = [f for f in FIELDS if not isinstance(row, dict) or row.get(f) is None or not str(row[f]).strip()]
+    for n, row in objects:
+        missing = [f for f in FIELDS if row.get(f) is None or not str(row[f]).strip()]
         if missing:
             raise DataError(f"{path}:{n} lacks {', '.join(missing)}; every row needs image, question and answer")
         rows.append((path.parent / str(row["image"]), str(row["question"]), str(row["answer"]).strip()))
