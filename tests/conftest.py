@@ -94,6 +94,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def assert_eval_reproduces(metrics: dict[str, Any], ckpt: str, out: Path) -> None:
+    """eval.py from the checkpoint alone (in-process, its run dir ``out``) gives train.py's test
+    accuracy and loss."""
+    from eval import evaluate
+
+    out.mkdir()
+    evaluated, _ = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}"], out))
+    for key in ("test/acc", "test/loss"):
+        assert float(evaluated[key]) == pytest.approx(float(metrics[key]), rel=1e-5), key
+
+
 def run_dirs(log_dir: Path) -> list[Path]:
     """Every folder Hydra made (it writes .hydra/ in each run/job dir)."""
     return sorted(p.parent for p in log_dir.rglob(".hydra"))
@@ -168,6 +179,40 @@ def write_image_folder(root: Path, per_class: int = 16, classes: int = 3, seed: 
             path = root / f"class_{label}" / f"{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.frombytes("RGB", (w, h), pixels).convert("L" if i % 2 else "RGB").save(path)
+    return root
+
+
+SHAPES, COLORS = ("circle", "square", "triangle"), {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220)}
+
+
+def write_vqa_folder(root: Path, n: int = 40, seed: int = 0, modes: tuple[str, ...] = ("RGB", "RGBA", "P", "RGB")) -> Path:
+    """``root/images/<i>.png`` (one coloured shape each, of mixed sizes and modes) and
+    ``root/train.jsonl`` of three templated questions per image (shape, colour, yes/no):
+    data=vqa_folder reads ``${paths.data_dir}/vqa`` by default."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        shape, color = SHAPES[i % 3], list(COLORS)[(i // 3) % 3]
+        w, h = rng.randint(16, 48), rng.randint(16, 48)
+        image = Image.new("RGB", (w, h), (255, 255, 255))
+        box = (w // 5, h // 5, w - w // 5, h - h // 5)
+        draw = ImageDraw.Draw(image)
+        if shape == "circle":
+            draw.ellipse(box, fill=COLORS[color])
+        elif shape == "square":
+            draw.rectangle(box, fill=COLORS[color])
+        else:
+            draw.polygon([(box[0], box[3]), (box[2], box[3]), (w // 2, box[1])], fill=COLORS[color])
+        path = root / "images" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.convert(modes[i % len(modes)]).save(path)
+        asked = SHAPES[rng.randrange(3)]
+        rows += [{"image": f"images/{i}.png", "question": "What shape is in the image?", "answer": shape},
+                 {"image": f"images/{i}.png", "question": "What color is the shape?", "answer": color},
+                 {"image": f"images/{i}.png", "question": f"Is there a {asked}?", "answer": "yes" if asked == shape else "no"}]
+    write_jsonl(root / "train.jsonl", rows)
     return root
 
 

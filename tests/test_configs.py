@@ -15,7 +15,7 @@ from src.utils.config import (
     option_tasks,
     refuse_removed_options,
 )
-from tests.conftest import compatible_pairs, run_cli, write_image_folder
+from tests.conftest import compatible_pairs, run_cli, write_image_folder, write_vqa_folder
 
 
 @pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "experiment", "hparams_search"])
@@ -32,6 +32,7 @@ def test_every_pair_resolves(entry: str, tmp_path: Path) -> None:
     """Each compatible model/data pair composes under both entry points with every interpolation
     (``${data.provides.*}``) resolved: a model reading what its data does not provide fails here."""
     write_image_folder(tmp_path / "data" / "images", per_class=4)  # data=image_folder's provides come from files
+    write_vqa_folder(tmp_path / "data" / "vqa", n=10)  # and data=vqa_folder's
     for model, data in compatible_pairs():
         cfg = compose(entry, [f"model={model}", f"data={data}", f"paths.data_dir={tmp_path / 'data'}"], tmp_path)
         check_compatibility(cfg, {"model": model, "data": data})

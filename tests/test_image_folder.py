@@ -19,7 +19,7 @@ from src.data.classification import ClassificationDataModule
 from src.data.sources import image_folder
 from src.utils.config import compose
 from src.utils.instantiate import instantiate_component
-from tests.conftest import FAST, QUIET, run_cli
+from tests.conftest import FAST, assert_eval_reproduces, run_cli
 
 CLASSES = ("cat", "dog", "fish")
 MODES = ("L", "RGB", "RGBA", "P")
@@ -197,18 +197,13 @@ def test_models_run_on_a_folder_unchanged(model: str, tmp_path: Path) -> None:
 
 def test_folder_trains_and_eval_reproduces_the_test_metric(tmp_path: Path) -> None:
     """A folder -> train.py (1 epoch) -> eval.py from the checkpoint alone: the same test metrics."""
-    from eval import evaluate
     from train import train
 
     root = make_folder(tmp_path / "imgs")
     metrics, objects = train(folder_cfg(tmp_path, f"data.root={root}", "model=dense"))
-    ckpt = objects["trainer"].checkpoint_callback.best_model_path
     image_folder.load_folder.cache_clear()  # eval reads the files again, as a new process would
     image_folder.folder_splits.cache_clear()
-    (tmp_path / "eval").mkdir()
-    evaluated, _ = evaluate(compose("eval", [*QUIET[:2], f"ckpt_path={ckpt}"], tmp_path / "eval"))
-    assert float(evaluated["test/acc"]) == pytest.approx(float(metrics["test/acc"]))
-    assert float(evaluated["test/loss"]) == pytest.approx(float(metrics["test/loss"]), rel=1e-5)
+    assert_eval_reproduces(metrics, objects["trainer"].checkpoint_callback.best_model_path, tmp_path / "eval")
 
 
 # -- k-fold cross-validation ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tests.conftest import (
     synthetic_pairs,
     synthetic_pairs_dir,
     write_image_folder,
+    write_vqa_folder,
 )
 from train import train
 
@@ -56,10 +57,11 @@ SLOW = {("dcgan", "cifar10"), ("wgan_gp", "cifar10"), ("sagan", "cifar10"),
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     """paths.data_dir of the run: synthetic CNN/DailyMail files in both layouts, a folder of images
-    for data=image_folder (the other image data is replaced by the synthetic_images fixture,
-    easy-VQA comes from its package)."""
+    for data=image_folder, one of images and questions for data=vqa_folder (the other image data
+    is replaced by the synthetic_images fixture, easy-VQA comes from its package)."""
     root = tmp_path / "data"
     write_image_folder(root / "images")
+    write_vqa_folder(root / "vqa")
     synthetic_pairs_dir(root / "cnn_dailymail")
     synthetic_pairs_dir(root / "cnn_dailymail" / "pg_tokenized")
     wikitext = "".join(f" = Title {i} = \n\n {pair['article']} \n" for i, pair in enumerate(synthetic_pairs(24, seed=3)))

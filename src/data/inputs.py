@@ -54,18 +54,25 @@ class ReadsInputs(Protocol):
         """What turns encoded items into a batch for the task module's ``predict_step``."""
 
 
-def _jsonl(path: Path, kind: str) -> list[dict[str, Any]]:
+def json_lines(path: Path, where: str) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a JSON Lines file with their line numbers (blank lines skipped); a line that
+    is not a JSON object is one line naming ``where:<line>``."""
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"inputs={path} line {n} is not JSON ({e.msg}); write one JSON object per line") from e
+            raise DataError(f"{where}:{n} is not JSON ({e.msg}); write one JSON object per line") from e
         if not isinstance(row, dict):
-            raise DataError(f"inputs={path} line {n} is not a JSON object; write one {{...}} per line")
-        rows.append(row)
+            raise DataError(f"{where}:{n} is not a JSON object; write one {{...}} per line")
+        rows.append((n, row))
+    return rows
+
+
+def _jsonl(path: Path, kind: str) -> list[dict[str, Any]]:
+    rows = [row for _, row in json_lines(path, f"inputs={path}")]
     fields = FIELDS[kind]
     if rows and not any(all(f in row for f in fields) for row in rows):
         raise DataError(f"inputs={path}: no row has the field(s) {', '.join(fields)}; this model takes {KINDS[kind]}")

@@ -1,5 +1,6 @@
-"""Visual question answering data: easy-VQA (see :mod:`src.data.sources.easy_vqa`), each image
-served with every question asked about it."""
+"""Visual question answering data: easy-VQA (:mod:`src.data.sources.easy_vqa`) or a user's folder
+of images and JSON Lines questions (:mod:`src.data.sources.vqa_folder`), each image served with
+every question asked about it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from torchvision.transforms import v2
 from src.core.errors import DataError
 from src.data.common import augmentation, loader, per_device_batch_size
 from src.data.inputs import field, read_image, text_field
-from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
+from src.data.sources.easy_vqa import EASY_VQA_STATS, VQASplit, easy_vqa_root, hold_out, load_easy_vqa
+from src.data.sources.vqa_folder import answer_type, vqa_folder
 from src.data.tokenizers import WORD_PAD, pretrained_tokenizer, word_level_tokenizer
 
 SHAPES = ("circle", "rectangle", "triangle")
@@ -67,13 +69,13 @@ class VQADataset(Dataset):
 
 
 class VQACollate:
-    """Stack the images, normalise them as a batch, and concatenate their questions; each
-    question keeps the row of its image in ``image_index``. Questions are padded (id 0) to the
-    longest of the batch."""
+    """Stack the images, normalise them as a batch (with the data's per-channel ``stats``, mean
+    and std), and concatenate their questions; each question keeps the row of its image in
+    ``image_index``. Questions are padded (id 0) to the longest of the batch."""
 
-    def __init__(self, augment: v2.Transform | None) -> None:
+    def __init__(self, augment: v2.Transform | None, stats: tuple[Sequence[float], Sequence[float]] = EASY_VQA_STATS) -> None:
         self.augment = augment
-        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(*EASY_VQA_STATS)])
+        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(*stats)])
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         images = default_collate([self.augment(it["image"]) if self.augment else it["image"] for it in items])
@@ -88,11 +90,14 @@ class VQACollate:
 
 
 class VQADataModule(LightningDataModule):
-    """easy-VQA batches of ``{image, question, answer, type, image_index, question_index}``.
+    """VQA batches of ``{image, question, answer, type, image_index, question_index}``.
 
-    easy-VQA has no validation split, so ``val_size`` of the training *images* (with all their
-    questions, so no image is seen in both) is held out with ``split_seed``. ``batch_size``
-    counts images (global, divided across devices); a batch holds ~10 questions per image.
+    ``source`` picks the data: easy-VQA (``auto``, ``package``, ``local``) or ``folder``, a user's
+    folder ``root`` (its images resized to ``image_size``; ``test_size`` of its images drawn for
+    testing without a test.jsonl). A split without its own files holds out ``val_size`` of the
+    training *images* (with all their questions, so no image is seen in both) with
+    ``split_seed``. ``mean``/``std`` normalise (default: easy-VQA's). ``batch_size`` counts
+    images (global, divided across devices); a batch holds every question of its images.
     """
 
     input_kind = "vqa"
@@ -102,6 +107,11 @@ class VQADataModule(LightningDataModule):
         provides: Mapping[str, Any],
         data_dir: str = "data/",
         source: str = "auto",
+        root: str | None = None,
+        image_size: int = 64,
+        test_size: float = 0.2,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         tokenizer: str | None = None,
         batch_size: int = 64,
         val_size: float = 0.1,
@@ -114,8 +124,11 @@ class VQADataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.provides = dict(provides)
         self.augment = augmentation(augment, self.provides["image_shape"][-1])
+        self.stats = (tuple(mean), tuple(std)) if mean and std else EASY_VQA_STATS
         self.batch_size_per_device = batch_size
         self.answers: list[str] = []
+        self.question_types: list[str] = []
+        self.type_of: Callable[[str], int] = question_type  # answer -> index into question_types
         self.test_questions: list[str] = []
         self.data_train: VQADataset | None = None
         self.data_val: VQADataset | None = None
@@ -123,11 +136,11 @@ class VQADataModule(LightningDataModule):
 
     def _check_provides(self, image_shape: list[int], vocab_size: int) -> None:
         found = {"image_shape": image_shape, "vocab_size": vocab_size, "num_answers": len(self.answers),
-                 "answers": self.answers, "question_types": list(QUESTION_TYPES)}
+                 "answers": self.answers, "question_types": self.question_types}
         wrong = {k: v for k, v in found.items() if self.provides.get(k) != v}
         if wrong:
             fix = " ".join(f"data.provides.{k}={v}".replace(" ", "") for k, v in wrong.items())
-            raise DataError(f"data=easy_vqa declares {', '.join(f'{k}={self.provides.get(k)}' for k in wrong)} "
+            raise DataError(f"data (source={self.hparams.source}) declares {', '.join(f'{k}={self.provides.get(k)}' for k in wrong)} "
                             f"but the data and tokenizer give {', '.join(f'{k}={v}' for k, v in wrong.items())}; "
                             f"fix the provides block of its config (e.g. {fix})")
 
@@ -135,15 +148,8 @@ class VQADataModule(LightningDataModule):
         self.batch_size_per_device = per_device_batch_size(self.hparams.batch_size, self.trainer)
         if self.data_train is not None:
             return
-        root = easy_vqa_root(self.hparams.source, self.hparams.data_dir)
-        train, test = load_easy_vqa(root, "train"), load_easy_vqa(root, "test")
-        self.answers = (root / "answers.txt").read_text().split()
+        train, test, train_rows, val_rows = self._read()
         self.test_questions = test.questions
-
-        n_images = len(train.images)
-        perm = torch.randperm(n_images, generator=torch.Generator().manual_seed(self.hparams.split_seed))
-        n_val = int(round(self.hparams.val_size * n_images))
-        val_rows, train_rows = perm[:n_val].sort().values, perm[n_val:].sort().values
         is_train_question = torch.isin(train.image_ids, train_rows)
         vocabulary = [q for q, keep in zip(train.questions, is_train_question.tolist()) if keep]
 
@@ -154,14 +160,30 @@ class VQADataModule(LightningDataModule):
         try:
             answers = torch.tensor([index[a] for a in train.answers + test.answers])
         except KeyError as e:
-            raise DataError(f"easy-VQA answer {e} is not in {root / 'answers.txt'}; the data is corrupt") from e
-        types = torch.tensor([question_type(a) for a in train.answers + test.answers])
+            raise DataError(f"easy-VQA answer {e} is not in its answers.txt; the data is corrupt") from e
+        types = torch.tensor([self.type_of(a) for a in train.answers + test.answers])
         n = len(train.questions)
         split = lambda x: (x[:n], x[n:])  # noqa: E731  (train questions first, then test)
         (tok_tr, tok_te), (ans_tr, ans_te), (typ_tr, typ_te) = split(tokens), split(answers), split(types)
         self.data_train = VQADataset(train.images, train_rows, tok_tr, ans_tr, typ_tr, train.image_ids)
         self.data_val = VQADataset(train.images, val_rows, tok_tr, ans_tr, typ_tr, train.image_ids)
         self.data_test = VQADataset(test.images, torch.arange(len(test.images)), tok_te, ans_te, typ_te, test.image_ids)
+
+    def _read(self) -> tuple[VQASplit, VQASplit, torch.Tensor, torch.Tensor]:
+        """The training split (validation images included), the test split, and the training
+        split's image rows that train and that validate; sets the answers and question types."""
+        hp = self.hparams
+        if hp.source == "folder":
+            folder = vqa_folder(hp.root, hp.image_size, hp.test_size, hp.val_size, hp.split_seed)
+            self.answers, self.question_types = folder.answers, folder.question_types
+            self.type_of = lambda answer: self.question_types.index(answer_type(answer))
+            return folder.train, folder.test, folder.train_rows, folder.val_rows
+        root = easy_vqa_root(hp.source, hp.data_dir)
+        train, test = load_easy_vqa(root, "train"), load_easy_vqa(root, "test")
+        self.answers = (root / "answers.txt").read_text().split()
+        self.question_types, self.type_of = list(QUESTION_TYPES), question_type
+        train_rows, val_rows = hold_out(len(train.images), hp.val_size, hp.split_seed, "data.val_size")
+        return train, test, train_rows, val_rows
 
     # -- predict.py: a user's (image, question) rows --------------------------------------------
     def prepare_inputs(self) -> None:
@@ -176,12 +198,12 @@ class VQADataModule(LightningDataModule):
                 "type": torch.tensor([-1]), "question_index": torch.tensor([-1])}
 
     def input_collate(self) -> Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]:
-        return VQACollate(None)
+        return VQACollate(None, self.stats)
 
     def _loader(self, dataset: VQADataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        return loader(dataset, self.batch_size_per_device, self.trainer, train, VQACollate(self.augment if train else None),
+        return loader(dataset, self.batch_size_per_device, self.trainer, train, VQACollate(self.augment if train else None, self.stats),
                       self.hparams.num_workers, self.hparams.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
@@ -199,4 +221,4 @@ class VQADataModule(LightningDataModule):
     def test_batch(self, n: int) -> dict[str, torch.Tensor]:
         """The first ``n`` test images with their questions as one batch, as the test loader makes
         them: what compress.py calibrates and times the net on."""
-        return VQACollate(None)([self.data_test[i] for i in range(min(n, len(self.data_test)))])
+        return VQACollate(None, self.stats)([self.data_test[i] for i in range(min(n, len(self.data_test)))])

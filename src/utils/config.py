@@ -52,6 +52,8 @@ def register_resolvers() -> None:
     # statistics, from the files (cached per folder)
     # (named by its dotted path, as a config's _target_: the config layer imports no data code)
     OmegaConf.register_new_resolver("image_folder", _by_path("src.data.sources.image_folder.folder_resolver"), replace=True)
+    # ${vqa_folder:vocab_size,root,image_size,test_size,val_size,split_seed}: data=vqa_folder's, the same way
+    OmegaConf.register_new_resolver("vqa_folder", _by_path("src.data.sources.vqa_folder.vqa_folder_resolver"), replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:

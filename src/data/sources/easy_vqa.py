@@ -15,12 +15,25 @@ from src.core.errors import ConfigError, DataError, describe
 
 # Per-channel mean/std of the 4,000 training images (mostly white background).
 EASY_VQA_STATS = ((0.9043, 0.9054, 0.8965), (0.1938, 0.1871, 0.2058))
+
+
 @dataclass(frozen=True)
 class VQASplit:
-    images: torch.Tensor  # (num_images, 3, 64, 64) uint8
+    images: torch.Tensor  # (num_images, channels, size, size) uint8; easy-VQA's are 3x64x64
     questions: list[str]
     answers: list[str]
     image_ids: torch.Tensor  # (num_questions,) row of ``images`` each question asks about
+
+
+def hold_out(n_images: int, fraction: float, seed: int, option: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (kept, held out) image rows, each sorted: ``fraction`` of ``n_images`` held out, so
+    all of an image's questions fall on the same side."""
+    perm = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))
+    n_out = int(round(fraction * n_images))
+    if not 0 < n_out < n_images:
+        raise ConfigError(f"{option}={fraction} holds out {n_out} of the {n_images} images; pick a fraction that "
+                          "leaves both sides some")
+    return perm[n_out:].sort().values, perm[:n_out].sort().values
 
 
 def easy_vqa_root(source: str, data_dir: str) -> Path:
@@ -33,7 +46,7 @@ def easy_vqa_root(source: str, data_dir: str) -> Path:
                             "(answers.txt, train/, test/) there or use data.source=package")
         return local
     if source not in ("auto", "package"):
-        raise ConfigError(f"data.source={source!r} is not one of auto, package, local")
+        raise ConfigError(f"data.source={source!r} is not one of auto, package, local (easy-VQA) or folder (data.root)")
     try:
         import easy_vqa
     except ImportError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,12 @@ def _decode(path: Path, size: int) -> torch.Tensor:
     return read_image(path, (channels, size, size))
 
 
+def check_image_size(image_size: Any) -> None:
+    """A bad ``data.image_size`` is one line before any file is decoded."""
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ConfigError(f"data.image_size={image_size!r} must be a positive whole number of pixels")
+
+
 def _where(root: str | None, index: str | None) -> tuple[str, Path]:
     if index:
         return "index", Path(index).expanduser()
@@ -158,38 +165,44 @@ def _where(root: str | None, index: str | None) -> tuple[str, Path]:
     return "root", path
 
 
+def decode_images(files: Sequence[Path], size: int, where: Path, expected: str) -> tuple[torch.Tensor, list[int]]:
+    """The readable ``files`` as one uint8 ``(N, C, size, size)`` tensor (:func:`_decode`) and their
+    positions in ``files``. ``C`` is 1 when every image is grayscale, else 3 (a grayscale image's
+    channel repeated, as PIL's ``convert("RGB")``). An unreadable or truncated file is skipped and
+    the count is one warning; none readable is a one-line error naming what was ``expected``."""
+    arrays: list[torch.Tensor] = []
+    kept: list[int] = []
+    skipped: list[str] = []
+    for i, file in enumerate(files):
+        try:
+            arrays.append(_decode(file, size))
+            kept.append(i)
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError... per format
+            skipped.append(f"{file.name} ({describe(e, 60)})")
+    if skipped:
+        log.warning(f"{where}: skipped {len(skipped)} unreadable or truncated images of {len(files)} "
+                    f"(e.g. {skipped[0]}); replace or remove them")
+    if not arrays:
+        raise DataError(f"{where}: none of its {len(files)} images could be read; expected {expected}")
+    gray = all(len(a) == 1 for a in arrays)
+    return torch.stack([a if gray or len(a) == 3 else a.expand(3, -1, -1) for a in arrays]).contiguous(), kept
+
+
 @functools.lru_cache(maxsize=2)
 def load_folder(root: str | None, index: str | None, image_size: int) -> Folder:
     """Every image of a folder (or index), decoded once per process: what the config resolver
     and the DataModule read."""
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"data.image_size={image_size!r} must be a positive whole number of pixels")
+    check_image_size(image_size)
     kind, path = _where(root, index)
     classes, files = _list_index(path) if kind == "index" else _list_folder(path)
-    skipped: list[str] = []
-    decoded: dict[str, tuple[list[torch.Tensor], list[int]]] = {}
-    for split, entries in files.items():
-        arrays, labels = decoded.setdefault(split, ([], []))
-        for file, label in entries:
-            try:
-                arrays.append(_decode(file, image_size))
-                labels.append(label)
-            except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError... per format
-                skipped.append(f"{file.name} ({describe(e, 60)})")
-    total = sum(map(len, files.values()))
-    if skipped:
-        log.warning(f"{path}: skipped {len(skipped)} unreadable or truncated images of {total} "
-                    f"(e.g. {skipped[0]}); replace or remove them")
-    if not any(arrays for arrays, _ in decoded.values()):
-        raise DataError(f"{path}: none of its {total} images could be read; expected {LAYOUT}")
-    gray = all(len(a) == 1 for arrays, _ in decoded.values() for a in arrays)
+    entries = [(split, file, label) for split, split_files in files.items() for file, label in split_files]
+    images, kept = decode_images([file for _, file, _ in entries], image_size, path, LAYOUT)
     splits = {}
-    for split, (arrays, labels) in decoded.items():
-        if not arrays:
+    for split in files:
+        rows = [row for row, i in enumerate(kept) if entries[i][0] == split]
+        if not rows:
             raise DataError(f"{path}: no image of the {split} split could be read; replace its files")
-        # a grayscale image among colour ones: its one channel repeated (as PIL's convert("RGB"))
-        stacked = torch.stack([a if gray or len(a) == 3 else a.expand(3, -1, -1) for a in arrays])
-        splits[split] = (stacked.contiguous(), torch.tensor(labels, dtype=torch.long))
+        splits[split] = (images[rows], torch.tensor([entries[kept[row]][2] for row in rows], dtype=torch.long))
     return Folder(tuple(classes), splits)
 
 
