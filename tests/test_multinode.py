@@ -69,3 +69,29 @@ def rows(run: Path) -> list[str]:
 def test_torchrun_processes_other_than_the_trainers_are_one_line(tmp_path: Path) -> None:
     outs = torchrun_nodes(2, ["trainer=ddp_cpu", "trainer.num_nodes=1"], tmp_path, ok=False)
     assert "ConfigError: torchrun started 2 processes, but trainer.devices=1 x trainer.num_nodes=1 is 1" in outs[0]
+
+
+def test_torchrun_processes_share_rank_0s_run_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process names its own folder from its clock; under torchrun all take rank 0's, read
+    from the launcher's store (here one this test hosts)."""
+    from datetime import timedelta
+
+    from src.utils import run_names
+
+    port = free_port()
+    store = torch.distributed.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=30))
+    monkeypatch.setattr(run_names, "_AGREED_RUN_DIRS", {})
+    env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "none", "TORCHELASTIC_RESTART_COUNT": "0"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RANK", "0")
+    assert run_names.run_dir_resolver(None, True, "runs/rank0_clock") == "runs/rank0_clock"
+    monkeypatch.setattr(run_names, "_AGREED_RUN_DIRS", {})  # another process
+    monkeypatch.setenv("RANK", "1")
+    assert run_names.run_dir_resolver(None, True, "runs/rank1_clock") == "runs/rank0_clock"
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # an elastic restart: a new folder, rank 0's again
+    store.set("archlab/run_dir/none/1", "runs/restart")
+    assert run_names.run_dir_resolver(None, True, "runs/rank1_clock") == "runs/restart"
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: its own folder
+    assert run_names.run_dir_resolver(None, True, "runs/own") == "runs/own"
