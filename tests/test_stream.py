@@ -179,7 +179,8 @@ def test_ddp_processes_stream_disjoint_shards_that_cover_the_data(tmp_path: Path
     ranks = [Counter(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in (0, 1)]
     dm = digits(data, loader="stream")
     normalize = dm._collate()
-    everything = Counter(normalize([item])[0][0].numpy().tobytes().hex() for item in dm.train_view[0])
+    train = dm.train_view[0]
+    everything = Counter(normalize([train[i]])[0][0].numpy().tobytes().hex() for i in range(len(train)))
     shares = [sum(r.values()) for r in ranks]
     assert shares[0] == shares[1] and shares[0] % 32 == 0
     assert not (ranks[0] + ranks[1]) - everything  # nothing twice, nothing else

@@ -410,10 +410,11 @@ class ImageDataModule(LightningDataModule):
         if self.hparams.loader == "batches" and not overfit:
             return self._batch_loader(dataset, train, drop_last)
         if self.hparams.loader == "stream" and train and not overfit:
-            world, epoch = (self.trainer.world_size, self.trainer.current_epoch) if self.trainer is not None else (1, 0)
+            world = self.trainer.world_size if self.trainer is not None else 1
             # the run's seed (seed_everything's PL_GLOBAL_SEED), the same in every process
             return train_loader(dataset, self.batch_size_per_device, world, int(os.environ.get("PL_GLOBAL_SEED", 0)),
-                                epoch, self._collate(), self.hparams.num_workers, self.hparams.pin_memory, drop_last)
+                                getattr(self.trainer, "current_epoch", 0), self._collate(), self.hparams.num_workers,
+                                self.hparams.pin_memory, drop_last)
         return loader(dataset, self.batch_size_per_device, self.trainer, train, self._collate(), self.hparams.num_workers,
                       self.hparams.pin_memory, drop_last)
 
