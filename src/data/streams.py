@@ -26,6 +26,11 @@ from torch.utils.data import Dataset
 # runs on local chunks stay offline. Read when litdata is imported, so set before any import of it.
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
+#: how litdata reads items from a chunk: one at a time (``batch_decode=0``: its "auto" takes
+#: tensor items for images and deserializes a whole window for every item) and, on training,
+#: in a full permutation of the chunk (``item_shuffle_window=0``: "auto" shuffles 256-item
+#: blocks, so a batch would come from a few hundred neighbours, a folder's of one class)
+READ = {"batch_decode": 0, "item_shuffle_window": 0}
 #: what an item is (``(uint8 image (C, H, W), target tensor)``); a new layout bumps it, so chunks
 #: written by an older one are never read as this one's
 FORMAT = 1
@@ -97,7 +102,7 @@ class ChunkItems(Dataset):
         from litdata import StreamingDataset
 
         self.path, self.transform = path, transform
-        self.stream = StreamingDataset(str(path))
+        self.stream = StreamingDataset(str(path), **READ)
         # every item of the split: the dataset's own len() is this process's share under DDP
         self.n = sum(chunk["chunk_size"] for chunk in json.loads((path / "index.json").read_text())["chunks"])
 
@@ -122,7 +127,7 @@ def train_loader(items: ChunkItems, batch_size: int, world_size: int, seed: int,
     from litdata import StreamingDataLoader, StreamingDataset
 
     stream = StreamingDataset(str(items.path), shuffle=True, seed=seed, transform=items.transform,
-                              drop_last=drop_last or world_size > 1)
+                              drop_last=drop_last or world_size > 1, **READ)
     # its own generator: a DataLoader draws its workers' base seed at every iterator it makes, and
     # from the global RNG that would shift the augmentation of an epoch resumed mid-way
     loader = StreamingDataLoader(stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
