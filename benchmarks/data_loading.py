@@ -66,7 +66,7 @@ STATED = ["data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", f"data.provide
           "data.provides.num_classes=10", "data.provides.class_names=[0,1,2,3,4,5,6,7,8,9]"]
 
 
-def datamodule(loader: str, root: Path, data_dir: Path, num_workers: int, batch_size: int):  # noqa: ANN201
+def datamodule(loader: str, root: Path, data_dir: Path, num_workers: int, batch_size: int):
     """The DataModule of ``python train.py data=image_folder data.root=<root> data.loader=<loader>``,
     set up as train.py sets it up (one process, on the CPU); ``stream_stated``: ``stream`` with
     the statistics stated (:data:`STATED`)."""
@@ -87,7 +87,7 @@ def datamodule(loader: str, root: Path, data_dir: Path, num_workers: int, batch_
     return dm
 
 
-def imagefolder_loader(root: Path, num_workers: int, batch_size: int):  # noqa: ANN201
+def imagefolder_loader(root: Path, num_workers: int, batch_size: int):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
@@ -102,7 +102,7 @@ def child(loader: str, root: Path, data_dir: Path, num_workers: int, batch_size:
     import litdata  # noqa: F401 - imports are not preparation
     import torchvision  # noqa: F401
 
-    import src.data.classification  # noqa: F401
+    import src.data.classification
     import src.utils.instantiate  # noqa: F401
 
     t = time.perf_counter()

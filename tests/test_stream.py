@@ -6,8 +6,6 @@ folder of images is written one file at a time."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections import Counter
 from pathlib import Path
 
@@ -15,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import open_dict
 from PIL import Image
 
 from src.data.classification import ClassificationDataModule
 from src.data.sources import image_folder
 from src.utils.config import compose
 from src.utils.instantiate import instantiate_component
-from tests.conftest import FAST, final_weights, run_ok
-from tests.test_sweep_resume import TINY
+from tests.conftest import FAST, run_ok
+from tests.test_sweep_resume import TINY, assert_sigterm_resume_is_exact
 from train import train
 
 DIGITS = {"tasks": ["classification"], "image_shape": [1, 8, 8], "num_classes": 10}
@@ -193,26 +190,8 @@ def test_a_stream_run_stopped_by_sigterm_resumes_as_if_never_stopped(step: int, 
     epoch), last.ckpt holds the StreamingDataLoader's state, and the resumed run ends with the
     weights and test metrics of an uninterrupted one (the first run writes the chunks, the others
     reuse them: writing draws nothing from the run's RNGs)."""
-    common = [*FAST, *TINY, "data.augment=crop", "data.loader=stream", f"paths.data_dir={tmp_path / 'data'}"]
-    full, _ = train(compose("train", common, tmp_path / "full"))
-    stopped = compose("train", common, tmp_path / "stopped")
-    with open_dict(stopped):
-        stopped.callbacks.kill = {"_target_": "tests.test_sweep_resume.KillAtStep"}
-    os.environ["ARCHLAB_TEST_KILL"] = f"None:{step}:SIGTERM"
-    try:
-        with pytest.raises(SystemExit) as e:
-            train(stopped)
-    finally:
-        del os.environ["ARCHLAB_TEST_KILL"]
-    assert e.value.code == 128 + signal.SIGTERM
-    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, weights_only=True)
-    assert checkpoint["global_step"] == step
-    resumed, _ = train(compose("train", [*common, f"ckpt_path={last}"], tmp_path / "stopped"))
-    a, b = final_weights(last), final_weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    tests = {k: float(v) for k, v in full.items() if k.startswith("test/")}
-    assert tests and {k: float(resumed[k]) for k in tests} == tests
+    assert_sigterm_resume_is_exact([*FAST, *TINY, "data.augment=crop", "data.loader=stream",
+                                    f"paths.data_dir={tmp_path / 'data'}"], step, tmp_path)
 
 
 def test_a_bad_loader_is_one_line(tmp_path: Path) -> None:

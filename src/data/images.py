@@ -6,13 +6,12 @@ litdata chunks written once and streamed from disk (:mod:`src.data.streams`)."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import functools
-import os
 
 import torch
 from lightning import LightningDataModule
@@ -323,9 +322,10 @@ class ImageDataModule(LightningDataModule):
             self._build()
 
     def _item_settings(self) -> dict[str, Any]:
-        """Everything that changes the written items: their chunks' fingerprint."""
+        """Everything that changes the written items: their chunks' fingerprint (classification and
+        generation write the same items, so share them)."""
         hp = self.hparams
-        return {"module": type(self).__name__, "dataset": hp.dataset, "source": hp.source, "split_seed": hp.split_seed,
+        return {"dataset": hp.dataset, "source": hp.source, "split_seed": hp.split_seed,
                 "val_size": hp.val_size, "num_folds": hp.num_folds, "fold": hp.fold, "label_fraction": hp.label_fraction,
                 **{k: str(Path(v).expanduser().resolve()) if k in ("root", "index") and v else v
                    for k, v in self.options.items()}}
@@ -343,6 +343,7 @@ class ImageDataModule(LightningDataModule):
             make = functools.partial(file_item, self.source.decode, self.options.get("image_size", 32),
                                      self.provides["image_shape"][0])
             train_idx, val_idx = self._split(targets, listing["val_indices"])
+            train_idx = [train_idx[k] for k in self._written_order(len(train_idx))]
             return {"train": (make, [entries[i] for i in train_idx]), "val": (make, [entries[i] for i in val_idx]),
                     "test": (make, test)}
         images, targets = self._load(train=True)
@@ -351,7 +352,13 @@ class ImageDataModule(LightningDataModule):
         test_images, test_targets = self._load(train=False)
         make, make_test = (functools.partial(tensor_item, images, targets),
                            functools.partial(tensor_item, test_images, test_targets))
-        return {"train": (make, train_idx), "val": (make, val_idx), "test": (make_test, range(len(test_targets)))}
+        return {"train": (make, [train_idx[k] for k in self._written_order(len(train_idx))]), "val": (make, val_idx),
+                "test": (make_test, range(len(test_targets)))}
+
+    def _written_order(self, n: int) -> list[int]:
+        """The order the ``n`` training examples are written in, drawn with ``split_seed``: litdata
+        shuffles chunks and the items within each, so a chunk must not hold a folder's one class."""
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed)).tolist()
 
     def _held_out(self) -> list[int] | None:
         return self.source.validation(self.hparams.split_seed, **self.options) if self.source.validation else None
@@ -368,7 +375,10 @@ class ImageDataModule(LightningDataModule):
         # augmentation acts on the stored images, before any resize to provides.image_shape
         augment = augmentation(self.hparams.augment, self.data_test[0][0].shape[-1])
         self.data_train = ChunkItems(where / "train", AugmentImage(augment))
-        self.train_view = (plain_train, range(len(plain_train)))
+        # where each training example (in the in-memory loaders' order) was written
+        written = torch.empty(len(plain_train), dtype=torch.long)
+        written[self._written_order(len(plain_train))] = torch.arange(len(plain_train))
+        self.train_view = (plain_train, written.tolist())
 
     def _build(self) -> None:
         """``data_train``, ``data_val``, ``data_test`` and ``train_view``: from the chunks (``stream``)
@@ -412,7 +422,7 @@ class ImageDataModule(LightningDataModule):
         if self.hparams.loader == "stream" and train and not overfit:
             world = self.trainer.world_size if self.trainer is not None else 1
             # the run's seed (seed_everything's PL_GLOBAL_SEED), the same in every process
-            return train_loader(dataset, self.batch_size_per_device, world, int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            return train_loader(dataset, self.batch_size_per_device, world, int(os.environ.get("PL_GLOBAL_SEED", "0")),
                                 getattr(self.trainer, "current_epoch", 0), self._collate(), self.hparams.num_workers,
                                 self.hparams.pin_memory, drop_last)
         return loader(dataset, self.batch_size_per_device, self.trainer, train, self._collate(), self.hparams.num_workers,

@@ -46,7 +46,7 @@ class RegressionDataModule(ClassificationDataModule):
         return rotate(images, angles), angles
 
     def _item_settings(self) -> dict[str, Any]:
-        return {**super()._item_settings(), "max_angle": self.max_angle}
+        return {**super()._item_settings(), "rotated_by_up_to": self.max_angle}  # turned images, angle targets
 
     def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         if not targets.is_floating_point():  # the labelled files (_load); angles are not classes
