@@ -25,6 +25,10 @@ from torch.utils.data import Dataset
 # litdata asks PyPI for a newer version of itself whenever a dataset is made, unless told not to:
 # runs on local chunks stay offline. Read when litdata is imported, so set before any import of it.
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+# litdata's "POSIX-fast" reading maps every chunk of a local folder and keeps it mapped for the
+# epoch, so a process's resident memory grows with the dataset; without it the chunks are read
+# in place all the same (no copy), and the memory stays flat at any dataset size
+os.environ.setdefault("LITDATA_POSIX_FAST", "0")
 
 #: how litdata reads items from a chunk: one at a time (``batch_decode=0``: its "auto" takes
 #: tensor items for images and deserializes a whole window for every item) and, on training,
