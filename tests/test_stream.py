@@ -37,14 +37,16 @@ def files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-def test_chunks_are_written_once_and_reused_while_the_settings_hold(tmp_path: Path) -> None:
+def test_chunks_are_written_once_and_reused_while_the_settings_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = digits(tmp_path, loader="stream")
     where = first._stream_dir()
     assert where.parent == tmp_path / "streams" and where.name.startswith("digits-")
     written = files(where)
     assert {Path(f).parts[0] for f in written} == {"train", "val", "test"} and all(
         (where / split / "index.json").is_file() for split in ("train", "val", "test"))
-    digits(tmp_path, loader="stream", augment="crop", batch_size=32)  # reading settings: the same chunks
+    with monkeypatch.context() as m:  # reading settings: the same chunks, and the dataset is not read again
+        m.setattr(ClassificationDataModule, "_stream_splits", lambda self: pytest.fail("the dataset was read again"))
+        digits(tmp_path, loader="stream", augment="crop", batch_size=32)
     assert files(where) == written
     others = {digits(tmp_path, loader="stream", **change)._stream_dir()
               for change in ({"val_size": 0.2}, {"split_seed": 1}, {"label_fraction": 0.5}, {"num_folds": 5, "fold": 1})}

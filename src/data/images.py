@@ -311,7 +311,7 @@ class ImageDataModule(LightningDataModule):
         """Download/extract (``stream``: write the chunks) once per node (Lightning calls this on
         local rank 0 only)."""
         if self.hparams.loader == "stream":
-            write_once(self._stream_dir(), self._stream_splits(), self.hparams.num_workers)
+            write_once(self._stream_dir(), self._stream_splits, self.hparams.num_workers)
         elif self.source.downloads:
             for train in (True, False):
                 self._load(train)

@@ -48,10 +48,11 @@ def stream_dir(data_dir: str | Path, dataset: str, settings: Mapping[str, Any]) 
     return Path(data_dir) / "streams" / f"{dataset}-{digest.hexdigest()[:12]}"
 
 
-def write_once(where: Path, splits: Mapping[str, tuple[Callable[[Any], Item | None], Iterable[Any]]],
+def write_once(where: Path, splits: Callable[[], Mapping[str, tuple[Callable[[Any], Item | None], Iterable[Any]]]],
                num_workers: int = 1) -> bool:
-    """Write each split's items (``make(input)`` of every input; None skips one) as litdata chunks
-    under ``where/<split>``, unless ``where`` exists. Returns whether it wrote.
+    """Write each split's items (``make(input)`` of every input of ``splits()``, asked for only
+    when writing; None skips one) as litdata chunks under ``where/<split>``, unless ``where``
+    exists. Returns whether it wrote.
 
     Written into a temporary sibling renamed at the end, so a killed write is never taken for a
     complete one. The workers fork: ``make`` and its tensors are not pickled."""
@@ -62,7 +63,7 @@ def write_once(where: Path, splits: Mapping[str, tuple[Callable[[Any], Item | No
     temporary = where.with_name(f"{where.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     with isolate_rng():  # litdata draws from the global RNGs: a run that writes draws as one that reuses
-        for split, (make, inputs) in splits.items():
+        for split, (make, inputs) in splits().items():
             optimize(make, list(inputs), str(temporary / split), chunk_bytes="64MB", num_workers=max(1, num_workers),
                      start_method="fork", keep_data_ordered=True, verbose=False)
     try:
