@@ -25,16 +25,15 @@ from torch.utils.data import Dataset
 # litdata asks PyPI for a newer version of itself whenever a dataset is made, unless told not to:
 # runs on local chunks stay offline. Read when litdata is imported, so set before any import of it.
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-# litdata's "POSIX-fast" reading maps every chunk of a local folder and keeps it mapped for the
-# epoch, so a process's resident memory grows with the dataset; without it the chunks are read
-# in place all the same (no copy), and the memory stays flat at any dataset size
-os.environ.setdefault("LITDATA_POSIX_FAST", "0")
 
 #: how litdata reads items from a chunk: one at a time (``batch_decode=0``: its "auto" takes
 #: tensor items for images and deserializes a whole window for every item) and, on training,
 #: in a full permutation of the chunk (``item_shuffle_window=0``: "auto" shuffles 256-item
 #: blocks, so a batch would come from a few hundred neighbours, a folder's of one class)
 READ = {"batch_decode": 0, "item_shuffle_window": 0}
+#: a chunk's size: litdata keeps the last few chunks it read mapped in memory (a few per reader),
+#: so small chunks keep that window small whatever the dataset's size
+CHUNK_BYTES = "8MB"
 #: what an item is (``(uint8 image (C, H, W), target tensor)``); a new layout bumps it, so chunks
 #: written by an older one are never read as this one's
 FORMAT = 1
@@ -64,7 +63,7 @@ def write_once(where: Path, splits: Callable[[], Mapping[str, tuple[Callable[[An
     shutil.rmtree(temporary, ignore_errors=True)
     with isolate_rng():  # litdata draws from the global RNGs: a run that writes draws as one that reuses
         for split, (make, inputs) in splits().items():
-            optimize(make, list(inputs), str(temporary / split), chunk_bytes="64MB", num_workers=max(1, num_workers),
+            optimize(make, list(inputs), str(temporary / split), chunk_bytes=CHUNK_BYTES, num_workers=max(1, num_workers),
                      start_method="fork", keep_data_ordered=True, verbose=False)
     try:
         temporary.rename(where)
