@@ -134,7 +134,12 @@ def test_a_run_stopped_by_sigterm_resumes_as_if_never_stopped(step: int, tmp_pat
     resumed from it, the run ends with an uninterrupted one's weights and test metrics: the train
     loader goes on with that epoch's order and augmentation, and an epoch stopped on its last step
     is validated (early stopping and the best checkpoint need its val/acc)."""
-    common = [*FAST, *TINY, "data.augment=crop"]
+    assert_sigterm_resume_is_exact([*FAST, *TINY, "data.augment=crop"], step, tmp_path)
+
+
+def assert_sigterm_resume_is_exact(common: list[str], step: int, tmp_path: Path) -> None:
+    """``common`` run uninterrupted; again stopped by SIGTERM after ``step``, which must exit 143
+    with that step in last.ckpt; then resumed from it: the same final weights and test metrics."""
     full, _ = train(compose("train", common, tmp_path / "full"))
     stopped = compose("train", common, tmp_path / "stopped")
     with open_dict(stopped):

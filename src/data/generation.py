@@ -37,14 +37,13 @@ class GenerationDataModule(ImageDataModule):
 
     def _build(self) -> None:
         super()._build()
-        train_idx = self.data_train.indices
+        train_images, train_idx = self.train_view
         n_test = len(self.data_test)
         if n_test > len(train_idx):
             raise DataError(f"data={self.hparams.dataset}: the real-vs-real floor needs {n_test} training images "
                             f"(as many as test images) but the training split has {len(train_idx)}")
         pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(self.hparams.split_seed))
-        # training images through the un-augmented view (the validation set's dataset)
-        self.data_reference: Dataset = Subset(self.data_val.dataset, [train_idx[i] for i in pick[:n_test].tolist()])
+        self.data_reference: Dataset = Subset(train_images, [train_idx[i] for i in pick[:n_test].tolist()])
 
     def _collate(self) -> Callable:
         channels, *size = self.provides["image_shape"]

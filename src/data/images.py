@@ -1,12 +1,16 @@
-"""What the in-memory image DataModules share (classification, generation): reading through the
+"""What the image DataModules share (classification, generation): reading through the
 image-source registry, the check of ``provides`` against the files, a validation set carved out of
 the training split, and loaders over the per-device share of the global batch: a ``DataLoader``
-with per-image transforms, or whole batches sliced from the images on the training device."""
+with per-image transforms, whole batches sliced from the images on the training device, or
+litdata chunks written once and streamed from disk (:mod:`src.data.streams`)."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +34,15 @@ from src.data.common import (
     sharded_sampler,
 )
 from src.data.sources.images import image_source
+from src.data.streams import (
+    AugmentImage,
+    ChunkItems,
+    file_item,
+    stream_dir,
+    tensor_item,
+    train_loader,
+    write_once,
+)
 
 
 def train_val_indices(n: int, val_size: int | float, seed: int) -> tuple[list[int], list[int]]:
@@ -88,7 +101,7 @@ def check_folds(num_folds: int | None, fold: int) -> None:
         raise ConfigError(f"data.fold={fold!r} is out of range for data.num_folds={num_folds}; pick 0..{num_folds - 1}")
 
 
-LOADERS = ("batches", "items")
+LOADERS = ("batches", "items", "stream")
 
 
 class TensorImageDataset(Dataset):
@@ -206,9 +219,11 @@ class ImageDataModule(LightningDataModule):
       (``image_folder``: the config resolves them); ``**options``: the source's own settings.
     - predict (eval.py): the first ``num_samples`` test images (null: all).
     - ``loader``: ``batches`` (:class:`BatchLoader`: the images on the training device, batches
-      sliced, augmented and normalised as tensors) or ``items`` (a ``DataLoader`` with per-image
-      augmentation, ``num_workers`` and ``pin_memory``). Both shard and shuffle alike and give
-      identical evaluation batches; training draws its shuffles and augmentations differently.
+      sliced, augmented and normalised as tensors), ``items`` (a ``DataLoader`` with per-image
+      augmentation, ``num_workers`` and ``pin_memory``) or ``stream`` (the splits written once as
+      litdata chunks under ``data_dir/streams/``; training streams its shard of them, evaluation
+      reads them as ``items`` does). ``batches`` and ``items`` shard and shuffle alike; all three
+      give identical evaluation batches; training draws its shuffles and augmentations differently.
       ``trainer.overfit_batches`` takes the ``items`` path (Lightning rebuilds its DataLoader).
 
     Subclasses give ``_collate()`` (how a batch is scaled) and may add test loaders.
@@ -260,6 +275,8 @@ class ImageDataModule(LightningDataModule):
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
+        #: the training images un-augmented, and the training indices into them
+        self.train_view: tuple[Dataset, Sequence[int]] | None = None
         self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _collate(self) -> NormalizeBatch:
@@ -274,21 +291,28 @@ class ImageDataModule(LightningDataModule):
         return self.source.read(hp.data_dir, train, download=hp.download, split_seed=hp.split_seed, source=hp.source,
                                 **self.options)
 
-    def _split(self, targets: torch.Tensor) -> tuple[list[int], list[int]]:
+    def _split(self, targets: torch.Tensor, held_out: Sequence[int] | None) -> tuple[list[int], list[int]]:
         """Training and validation indices of the training split: fold ``fold`` of ``num_folds``,
-        the dataset's own validation images, or ``val_size`` drawn with ``split_seed``."""
+        the dataset's own validation images (``held_out``), or ``val_size`` drawn with ``split_seed``;
+        the training ones thinned to ``label_fraction``."""
+        train_idx, val_idx = self._draw_split(targets, held_out)
+        return label_subset(train_idx, targets, self.hparams.label_fraction, self.hparams.split_seed), val_idx
+
+    def _draw_split(self, targets: torch.Tensor, held_out: Sequence[int] | None) -> tuple[list[int], list[int]]:
         hp = self.hparams
         if hp.num_folds is not None:
             return fold_indices(targets, hp.num_folds, hp.fold, hp.split_seed)
-        held_out = self.source.validation(hp.split_seed, **self.options) if self.source.validation else None
         if held_out:
             held = set(held_out)
             return [i for i in range(len(targets)) if i not in held], list(held_out)
         return train_val_indices(len(targets), hp.val_size, hp.split_seed)
 
     def prepare_data(self) -> None:
-        """Download/extract once per node (Lightning calls this on local rank 0 only)."""
-        if self.source.downloads:
+        """Download/extract (``stream``: write the chunks) once per node (Lightning calls this on
+        local rank 0 only)."""
+        if self.hparams.loader == "stream":
+            write_once(self._stream_dir(), self._stream_splits, self.hparams.num_workers)
+        elif self.source.downloads:
             for train in (True, False):
                 self._load(train)
 
@@ -297,12 +321,75 @@ class ImageDataModule(LightningDataModule):
         if self.data_train is None:
             self._build()
 
+    def _item_settings(self) -> dict[str, Any]:
+        """Everything that changes the written items: their chunks' fingerprint (classification and
+        generation write the same items, so share them)."""
+        hp = self.hparams
+        return {"dataset": hp.dataset, "source": hp.source, "split_seed": hp.split_seed,
+                "val_size": hp.val_size, "num_folds": hp.num_folds, "fold": hp.fold, "label_fraction": hp.label_fraction,
+                **{k: str(Path(v).expanduser().resolve()) if k in ("root", "index") and v else v
+                   for k, v in self.options.items()}}
+
+    def _stream_dir(self) -> Path:
+        return stream_dir(self.hparams.data_dir, self.hparams.dataset, self._item_settings())
+
+    def _stream_splits(self) -> dict[str, tuple[Callable, Sequence]]:
+        """Each split's item maker and inputs: a file listing decoded one file at a time where the
+        source has one (a folder may not fit in memory), else the tensors ``_load`` holds."""
+        hp = self.hparams
+        if self.source.files is not None:
+            listing = self.source.files(hp.split_seed, **self.options)
+            (entries, targets), test = listing["train"], listing["test"][0]
+            make = functools.partial(file_item, self.source.decode, self.options.get("image_size", 32),
+                                     self.provides["image_shape"][0])
+            train_idx, val_idx = self._split(targets, listing["val_indices"])
+            train_idx = [train_idx[k] for k in self._written_order(len(train_idx))]
+            return {"train": (make, [entries[i] for i in train_idx]), "val": (make, [entries[i] for i in val_idx]),
+                    "test": (make, test)}
+        images, targets = self._load(train=True)
+        self._check_provides(images, targets)
+        train_idx, val_idx = self._split(targets, self._held_out())
+        test_images, test_targets = self._load(train=False)
+        make, make_test = (functools.partial(tensor_item, images, targets),
+                           functools.partial(tensor_item, test_images, test_targets))
+        return {"train": (make, [train_idx[k] for k in self._written_order(len(train_idx))]), "val": (make, val_idx),
+                "test": (make_test, range(len(test_targets)))}
+
+    def _written_order(self, n: int) -> list[int]:
+        """The order the ``n`` training examples are written in, drawn with ``split_seed``: litdata
+        shuffles chunks and the items within each, so a chunk must not hold a folder's one class."""
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed)).tolist()
+
+    def _held_out(self) -> list[int] | None:
+        return self.source.validation(self.hparams.split_seed, **self.options) if self.source.validation else None
+
+    def _build_stream(self) -> None:
+        """The written chunks as datasets (written here when ``prepare_data`` was not called)."""
+        where = self._stream_dir()
+        if not where.is_dir():
+            self.prepare_data()
+        if self.source.mean is None:
+            raise ConfigError(f"data.loader=stream needs the statistics of data={self.hparams.dataset} in its config "
+                              "(data.mean and data.std); state them, or use data.loader=batches")
+        self.data_val, self.data_test, plain_train = (ChunkItems(where / split) for split in ("val", "test", "train"))
+        # augmentation acts on the stored images, before any resize to provides.image_shape
+        augment = augmentation(self.hparams.augment, self.data_test[0][0].shape[-1])
+        self.data_train = ChunkItems(where / "train", AugmentImage(augment))
+        # where each training example (in the in-memory loaders' order) was written
+        written = torch.empty(len(plain_train), dtype=torch.long)
+        written[self._written_order(len(plain_train))] = torch.arange(len(plain_train))
+        self.train_view = (plain_train, written.tolist())
+
     def _build(self) -> None:
+        """``data_train``, ``data_val``, ``data_test`` and ``train_view``: from the chunks (``stream``)
+        or the images in memory."""
+        if self.hparams.loader == "stream":
+            self._build_stream()
+            return
         images, targets = self._load(train=True)
         self._check_provides(images, targets)
         hp = self.hparams
-        train_idx, val_idx = self._split(targets)
-        train_idx = label_subset(train_idx, targets, hp.label_fraction, hp.split_seed)
+        train_idx, val_idx = self._split(targets, self._held_out())
         if self.source.mean is None:  # measured from the training images (a config gives them to predict.py)
             pixels = images[train_idx].double().div(255).transpose(0, 1).flatten(1)
             self.source = replace(self.source, mean=tuple(pixels.mean(1).tolist()), std=tuple(pixels.std(1).tolist()))
@@ -312,6 +399,7 @@ class ImageDataModule(LightningDataModule):
         self.data_train = Subset(TensorImageDataset(images, targets, augment), train_idx)
         self.data_val = Subset(TensorImageDataset(images, targets), val_idx)
         self.data_test = TensorImageDataset(*self._load(train=False))
+        self.train_view = (self.data_val.dataset, train_idx)
 
     def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         shape, n_classes = list(images.shape[1:]), int(targets.max()) + 1
@@ -328,8 +416,15 @@ class ImageDataModule(LightningDataModule):
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         # trainer.overfit_batches rebuilds a DataLoader with a sequential sampler: the items path
-        if self.hparams.loader == "batches" and not getattr(self.trainer, "overfit_batches", 0):
+        overfit = getattr(self.trainer, "overfit_batches", 0)
+        if self.hparams.loader == "batches" and not overfit:
             return self._batch_loader(dataset, train, drop_last)
+        if self.hparams.loader == "stream" and train and not overfit:
+            world = self.trainer.world_size if self.trainer is not None else 1
+            # the run's seed (seed_everything's PL_GLOBAL_SEED), the same in every process
+            return train_loader(dataset, self.batch_size_per_device, world, int(os.environ.get("PL_GLOBAL_SEED", "0")),
+                                getattr(self.trainer, "current_epoch", 0), self._collate(), self.hparams.num_workers,
+                                self.hparams.pin_memory, drop_last)
         return loader(dataset, self.batch_size_per_device, self.trainer, train, self._collate(), self.hparams.num_workers,
                       self.hparams.pin_memory, drop_last)
 

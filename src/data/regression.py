@@ -45,6 +45,9 @@ class RegressionDataModule(ClassificationDataModule):
         angles = (torch.rand(len(images), generator=generator) * 2 - 1) * self.max_angle
         return rotate(images, angles), angles
 
+    def _item_settings(self) -> dict[str, Any]:
+        return {**super()._item_settings(), "rotated_by_up_to": self.max_angle}  # turned images, angle targets
+
     def _check_provides(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         if not targets.is_floating_point():  # the labelled files (_load); angles are not classes
             super()._check_provides(images, targets)

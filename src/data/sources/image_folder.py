@@ -11,7 +11,9 @@ alpha channel dropped). An unreadable or truncated image is skipped; the count i
 
 What a data config needs before any file is read by a DataModule (class names, image shape, the
 training split's mean and std) comes from :func:`folder_resolver` (``${image_folder:...}``),
-computed from the files once per process (cached) when the config resolves."""
+computed from the files once per process (cached) when the config resolves. With
+``data.loader=stream`` nothing is held: :func:`folder_listing` lists the files of each split,
+:func:`decode_file` decodes one, and the statistics are summed one image at a time."""
 
 from __future__ import annotations
 
@@ -154,6 +156,46 @@ def check_image_size(image_size: Any) -> None:
         raise ConfigError(f"data.image_size={image_size!r} must be a positive whole number of pixels")
 
 
+def _to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """A grayscale image among colour ones: its one channel repeated (as PIL's ``convert("RGB")``)."""
+    return image.expand(channels, -1, -1) if len(image) < channels else image
+
+
+def decode_file(path: Path, size: int, channels: int) -> torch.Tensor | None:
+    """One file as the in-memory folder holds it (``(channels, size, size)`` uint8), or None when it
+    is unreadable: what ``data.loader=stream`` writes, one file at a time."""
+    try:
+        return _to_channels(_decode(path, size), channels)
+    except Exception:  # noqa: BLE001 - as load_folder: PIL raises OSError, ValueError, SyntaxError... per format
+        return None
+
+
+class Moments:
+    """Per-channel mean and (unbiased) std of uint8 images, summed in float64 a batch ``(N, C, H, W)``
+    or an image ``(C, H, W)`` at a time: a folder's statistics without holding its pixels."""
+
+    def __init__(self) -> None:
+        self.n, self.sum, self.squares = 0, torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+
+    def add(self, images: torch.Tensor) -> None:
+        pixels = images.double().div_(255)
+        pixels = pixels.transpose(0, 1).flatten(1) if pixels.ndim == 4 else pixels.flatten(1)
+        self.sum = self.sum + pixels.sum(1) if self.n else pixels.sum(1)
+        self.squares = self.squares + pixels.square().sum(1) if self.n else pixels.square().sum(1)
+        self.n += pixels.shape[1]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        mean = self.sum / self.n
+        std = ((self.squares - self.n * mean.square()) / (self.n - 1)).clamp_min(0).sqrt()
+        return [round(float(m), 4) for m in mean], [round(max(float(s), 1e-3), 4) for s in std]
+
+
+def _listing(root: str | None, index: str | None) -> tuple[Path, list[str], dict[str, Files]]:
+    """The folder (or index) read, its class names and its (file, label) entries per split."""
+    kind, path = _where(root, index)
+    return path, *(_list_index(path) if kind == "index" else _list_folder(path))
+
+
 def _where(root: str | None, index: str | None) -> tuple[str, Path]:
     if index:
         return "index", Path(index).expanduser()
@@ -185,7 +227,7 @@ def decode_images(files: Sequence[Path], size: int, where: Path, expected: str) 
     if not arrays:
         raise DataError(f"{where}: none of its {len(files)} images could be read; expected {expected}")
     gray = all(len(a) == 1 for a in arrays)
-    return torch.stack([a if gray or len(a) == 3 else a.expand(3, -1, -1) for a in arrays]).contiguous(), kept
+    return torch.stack([_to_channels(a, 1 if gray else 3) for a in arrays]).contiguous(), kept
 
 
 @functools.lru_cache(maxsize=2)
@@ -193,8 +235,7 @@ def load_folder(root: str | None, index: str | None, image_size: int) -> Folder:
     """Every image of a folder (or index), decoded once per process: what the config resolver
     and the DataModule read."""
     check_image_size(image_size)
-    kind, path = _where(root, index)
-    classes, files = _list_index(path) if kind == "index" else _list_folder(path)
+    path, classes, files = _listing(root, index)
     entries = [(split, file, label) for split, split_files in files.items() for file, label in split_files]
     images, kept = decode_images([file for _, file, _ in entries], image_size, path, LAYOUT)
     splits = {}
@@ -206,7 +247,7 @@ def load_folder(root: str | None, index: str | None, image_size: int) -> Folder:
     return Folder(tuple(classes), splits)
 
 
-def _carve(images: torch.Tensor, labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _carve(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded stratified indices (kept, carved) of a split: ``fraction`` of each class carved
     (when every class has two images or more; else a seeded random share)."""
     from sklearn.model_selection import train_test_split
@@ -222,42 +263,111 @@ def _carve(images: torch.Tensor, labels: torch.Tensor, fraction: float, seed: in
     return torch.from_numpy(np.sort(kept)), torch.from_numpy(np.sort(out))
 
 
+Split = tuple[Any, torch.Tensor]  # (images tensor or list of files, labels)
+
+
+def _take(items: Any, index: torch.Tensor) -> Any:
+    return items[index] if isinstance(items, torch.Tensor) else [items[i] for i in index.tolist()]
+
+
+def _arrange(splits: dict[str, Split], test_size: float, split_seed: int) -> tuple[Split, Split, list[int] | None]:
+    """The training split (with ``val/``'s items last), the test split (carved with ``test_size``
+    when there is no ``test/``) and the indices of the ``val/`` items; of decoded images or of
+    listed files alike, so both loaders split a folder the same way."""
+    splits = dict(splits)
+    if "all" in splits:
+        splits["train"] = splits.pop("all")
+    if "test" not in splits:
+        items, labels = splits["train"]
+        kept, carved = _carve(labels, test_size, split_seed)
+        splits["train"], splits["test"] = (_take(items, kept), labels[kept]), (_take(items, carved), labels[carved])
+    (items, labels), val_indices = splits["train"], None
+    if "val" in splits:
+        val_items, val_labels = splits["val"]
+        val_indices = list(range(len(labels), len(labels) + len(val_labels)))
+        items = torch.cat([items, val_items]) if isinstance(items, torch.Tensor) else items + val_items
+        labels = torch.cat([labels, val_labels])
+    return (items, labels), splits["test"], val_indices
+
+
 @functools.lru_cache(maxsize=4)
 def folder_splits(root: str | None, index: str | None, image_size: int, test_size: float,
                   split_seed: int) -> dict[str, Any]:
     """The training split (with ``val/``'s images last, their indices in ``val_indices``), the test
     split, and the training split's per-channel mean and std."""
     folder = load_folder(root, index, image_size)
-    splits = dict(folder.splits)
-    if "all" in splits:
-        splits["train"] = splits.pop("all")
-    if "test" not in splits:
-        images, labels = splits["train"]
-        kept, carved = _carve(images, labels, test_size, split_seed)
-        splits["train"], splits["test"] = (images[kept], labels[kept]), (images[carved], labels[carved])
-    train_images, train_labels = splits["train"]
-    val_indices = None
-    if "val" in splits:
-        val_images, val_labels = splits["val"]
-        val_indices = list(range(len(train_labels), len(train_labels) + len(val_labels)))
-        train_images, train_labels = torch.cat([train_images, val_images]), torch.cat([train_labels, val_labels])
-    pixels = train_images.double().div_(255).transpose(0, 1).flatten(1)
-    return {"train": (train_images, train_labels), "test": splits["test"], "val_indices": val_indices,
-            "class_names": list(folder.class_names), "num_classes": len(folder.class_names),
-            "image_shape": [folder.channels, image_size, image_size], "channels": folder.channels,
-            "mean": [round(float(m), 4) for m in pixels.mean(1)], "std": [round(max(float(s), 1e-3), 4) for s in pixels.std(1)]}
+    train, test, val_indices = _arrange(folder.splits, test_size, split_seed)
+    moments = Moments()
+    moments.add(train[0])
+    return {"train": train, "test": test, "val_indices": val_indices, **_provides(folder.class_names, folder.channels,
+                                                                                  image_size, moments)}
+
+
+def _provides(class_names: Sequence[str], channels: int, image_size: int, moments: Moments) -> dict[str, Any]:
+    mean, std = moments.mean_std()
+    return {"class_names": list(class_names), "num_classes": len(class_names), "channels": channels,
+            "image_shape": [channels, image_size, image_size], "mean": mean, "std": std}
+
+
+@functools.lru_cache(maxsize=4)
+def folder_listing(root: str | None, index: str | None, test_size: float, split_seed: int) -> dict[str, Any]:
+    """:func:`folder_splits` without decoding: ``train`` and ``test`` as (files, labels), the
+    ``val_indices`` of ``val/``'s files, the class names. Split over the listed files, so an
+    unreadable file (skipped when decoded) can shift the split against the in-memory loaders'."""
+    _, classes, files = _listing(root, index)
+    splits = {split: (entries, torch.tensor([label for _, label in entries], dtype=torch.long))
+              for split, entries in files.items()}
+    train, test, val_indices = _arrange(splits, test_size, split_seed)
+    return {"train": (list(train[0]), train[1]), "test": (list(test[0]), test[1]), "val_indices": val_indices,
+            "class_names": classes}
+
+
+@functools.lru_cache(maxsize=4)
+def folder_stats(root: str | None, index: str | None, image_size: int, test_size: float,
+                 split_seed: int) -> dict[str, Any]:
+    """What :data:`RESOLVED` needs, one file at a time (nothing held): the channels from every
+    file's header (1 when every image is grayscale), then the training split's statistics."""
+    from PIL import Image
+
+    check_image_size(image_size)
+    listing = folder_listing(root, index, test_size, split_seed)
+
+    def gray(path: Path) -> bool:
+        try:
+            with Image.open(path) as image:
+                return image.mode in GRAY_MODES
+        except Exception:  # noqa: BLE001 - an unreadable file is skipped when decoded
+            return True
+
+    files = [path for path, _ in listing["train"][0] + listing["test"][0]]
+    channels = 1 if all(gray(path) for path in files) else 3
+    moments, skipped = Moments(), 0
+    for path, _ in listing["train"][0]:
+        image = decode_file(path, image_size, channels)
+        if image is None:
+            skipped += 1
+        else:
+            moments.add(image)
+    if skipped:
+        log.warning(f"{root or index}: skipped {skipped} unreadable or truncated images of the {len(listing['train'][0])} "
+                    "training images; replace or remove them")
+    if not moments.n:
+        raise DataError(f"{root or index}: none of its training images could be read; expected {LAYOUT}")
+    return _provides(listing["class_names"], channels, image_size, moments)
 
 
 RESOLVED = ("class_names", "num_classes", "channels", "image_shape", "mean", "std")
 
 
 def folder_resolver(key: str, root: str | None, index: str | None, image_size: int, test_size: float,
-                    split_seed: int) -> Any:
-    """``${image_folder:<key>,root,index,image_size,test_size,split_seed}``: one of
-    :data:`RESOLVED` computed from the files (cached per folder and settings)."""
+                    split_seed: int, loader: str = "batches") -> Any:
+    """``${image_folder:<key>,root,index,image_size,test_size,split_seed,loader}``: one of
+    :data:`RESOLVED` computed from the files (cached per folder and settings); for
+    ``loader=stream`` one file at a time, so a folder larger than memory resolves."""
     if key not in RESOLVED:
         raise ConfigError(f"${{image_folder:{key},...}}: the key is one of {', '.join(RESOLVED)}")
-    return folder_splits(root, index, image_size, test_size, split_seed)[key]
+    measure = folder_stats if loader == "stream" else folder_splits
+    return measure(root, index, image_size, test_size, split_seed)[key]
 
 
 def read_image_folder(data_dir: str, train: bool, *, download: bool, split_seed: int, source: str, root: str | None = None,
@@ -271,3 +381,9 @@ def folder_validation(split_seed: int, root: str | None = None, index: str | Non
     """The indices of the training split that ``val/`` (or the index's val rows) holds; None
     when there is no such folder (the validation set is then drawn with ``val_size``)."""
     return folder_splits(root, index, image_size, test_size, split_seed)["val_indices"]
+
+
+def folder_files(split_seed: int, root: str | None = None, index: str | None = None, image_size: int = 32,
+                 test_size: float = 0.2) -> dict[str, Any]:
+    """The registry's listing for ``data.loader=stream``: :func:`folder_listing` of the options."""
+    return folder_listing(root, index, test_size, split_seed)

@@ -17,7 +17,7 @@ from torchvision import datasets as tvd
 
 from src.core.errors import DataError, describe
 from src.data.sources.easy_vqa import EASY_VQA_STATS, easy_vqa_root, load_easy_vqa
-from src.data.sources.image_folder import folder_validation, read_image_folder
+from src.data.sources.image_folder import decode_file, folder_files, folder_validation, read_image_folder
 
 Images = tuple[torch.Tensor, torch.Tensor]
 
@@ -87,6 +87,11 @@ class ImageSource:
     #: ``validation(split_seed, **options)``: indices of the training split the dataset itself holds
     #: out for validation (a ``val/`` folder), or None to draw them with ``val_size``
     validation: Callable[..., list[int] | None] | None = None
+    #: ``files(split_seed, **options)``: the dataset's files per split without their pixels (see
+    #: :func:`~src.data.sources.image_folder.folder_listing`), and ``decode(file, size, channels)``
+    #: one of them: ``data.loader=stream`` writes them one at a time (None: written from ``read``)
+    files: Callable[..., dict] | None = None
+    decode: Callable[..., torch.Tensor | None] | None = None
 
 
 IMAGE_SOURCES: dict[str, ImageSource] = {
@@ -99,7 +104,7 @@ IMAGE_SOURCES: dict[str, ImageSource] = {
     "easy_vqa": ImageSource(read_easy_vqa_images, *EASY_VQA_STATS),
     # a user's folder of images (src/data/sources/image_folder.py); its statistics come from its files
     "image_folder": ImageSource(read_image_folder, None, None, options=("root", "index", "image_size", "test_size"),
-                                validation=folder_validation),
+                                validation=folder_validation, files=folder_files, decode=decode_file),
 }
 
 
