@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import QUIET, metrics_csv, run_cli, run_dirs, run_ok
 
 
+@pytest.mark.slow  # several commands in subprocesses; the message is checked in-process in test_configs
 def test_model_data_mismatch_is_one_clear_line(tmp_path: Path) -> None:
     proc = run_cli(["train.py", "model=cnn", "data=toy_text", "hydra.searchpath=[file://tests/configs]",
                     f"paths.log_dir={tmp_path}"])
@@ -36,6 +37,7 @@ def trained_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow  # eval.py in a subprocess; test_eval checks it in-process
 def test_eval_reproduces_test_metrics_and_writes_predictions(trained_run: Path, tmp_path: Path) -> None:
     best = next((trained_run / "checkpoints").glob("epoch_*.ckpt"))
     proc = run_cli(["eval.py", f"ckpt_path={best}", f"paths.log_dir={tmp_path}", "extras.print_config=false"])

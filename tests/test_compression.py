@@ -140,6 +140,7 @@ def test_quantized_and_exported_nets_match_fp32(digits_ckpt: Path, tmp_path: Pat
         assert (tmp_path / "net.onnx").exists() and (tmp_path / "net.pt2").exists()
 
 
+@pytest.mark.slow  # compress.py then eval.py in subprocesses
 def test_pruned_checkpoint_evaluates_like_any_other(digits_ckpt: Path, tmp_path: Path) -> None:
     """compression=prune fine-tunes while pruning to 80 %; pruned_80.ckpt loads into an unpruned
     net (weights_only=True) and eval.py reproduces the table's accuracy from it."""

@@ -184,6 +184,7 @@ def test_distilling_a_task_without_labels_is_one_line(cfg_train, teacher: Path) 
         distilled_module(cfg_train("model=dcgan", "distill=kd", f"distill.teacher_ckpt={teacher}"))
 
 
+@pytest.mark.slow  # trains a VQA teacher, then its student; the classification student stays in the default suite
 def test_vqa_student_distils_from_a_vqa_teacher(tmp_path: Path) -> None:
     """A cross-attention teacher, a concat student: the teacher is called as the student is."""
     train(compose("train", [*FAST, *VQA, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"],

@@ -106,6 +106,7 @@ def test_a_gans_losses_are_watched(cfg_train, caplog: pytest.LogCaptureFixture) 
     assert "model.optimizer_*.lr" in line
 
 
+@pytest.mark.slow  # a sweep of two training jobs in a subprocess
 def test_a_diverging_job_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
     proc = run_cli(["train.py", "-m", *DIVERGING[:1], "model.optimizer.lr=1e6,0.05", "trainer.max_epochs=1",
                     "trainer.limit_train_batches=8", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",

@@ -156,6 +156,7 @@ def test_bad_folders_are_one_line(tmp_path: Path) -> None:
     assert "row 1 lacks a path or a label" in error(None, str(tmp_path / "bad.csv"))
 
 
+@pytest.mark.slow  # train.py in a subprocess; the same lines are checked in-process above
 def test_a_bad_folder_stops_the_command_in_one_line(tmp_path: Path) -> None:
     """Through train.py as a user runs it (the config tree printed: the resolver runs early)."""
     root = make_folder(tmp_path / "hollow", n=2)

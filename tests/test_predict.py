@@ -83,6 +83,7 @@ def test_bad_command_is_one_line(inputs: str, message: str, trained, tmp_path: P
     assert e.value.code == 1 and len(errors) == 1 and message.format(p=tmp_path) in errors[0], caplog.text
 
 
+@pytest.mark.slow  # predict.py in a subprocess; the in-process errors are checked above
 def test_command_line_error_has_no_traceback(tmp_path: Path) -> None:
     proc = run_cli(["predict.py", f"ckpt_path={tmp_path / 'none.ckpt'}", "inputs=x.png", f"paths.log_dir={tmp_path}"])
     out = proc.stdout + proc.stderr
@@ -151,6 +152,7 @@ def test_generator_draws_samples_and_a_grid(trained, tmp_path: Path, caplog: pyt
     assert "ConfigError: label=12 is not a class of this generator (0..9)" in caplog.text
 
 
+@pytest.mark.slow  # compress.py's ONNX export, then predict.py on it
 def test_onnx_artifact_answers_as_the_net(trained, tmp_path: Path) -> None:
     """``backend=onnx artifact=<compress.py run>/net.onnx``: the exported net gives the answers
     the checkpoint's own net gives."""

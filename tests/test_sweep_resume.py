@@ -92,6 +92,7 @@ def test_a_killed_sweep_rerun_trains_only_its_unfinished_jobs(tmp_path: Path) ->
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # a sweep in a subprocess, then its re-run
 def test_a_sweep_folder_resumed_with_other_overrides_is_one_line(tmp_path: Path) -> None:
     common = ["trainer.max_epochs=1", f"paths.log_dir={tmp_path}", *QUIET]
     (tmp_path / "sweep").mkdir()  # as a sweep of seed=1,2 left it

@@ -87,6 +87,7 @@ def test_channels_last_setting_reaches_the_net() -> None:
 FORMAT1 = Path(__file__).parent / "data" / "format1_cnn_digits.ckpt"
 
 
+@pytest.mark.slow  # trains, then resumes a format-1 file; format 2's real file stays in the default suite
 def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
     """A format-1 checkpoint (task 'image_classification', the old DataModule class, the
     scheduler's 'monitor') is upgraded on load, its weights load into today's model, and eval.py

@@ -145,6 +145,7 @@ def test_bad_folders_are_one_line(tmp_path: Path) -> None:
     assert "none of the 1 images its question files name exist" in error(root)
 
 
+@pytest.mark.slow  # train.py in a subprocess; the same lines are checked in-process above
 def test_a_bad_folder_stops_train_py_in_one_line(tmp_path: Path) -> None:
     """Through train.py as a user runs it (the config tree printed: the resolver runs early)."""
     root = write_vqa_folder(tmp_path / "vqa", n=3)
