@@ -28,7 +28,7 @@ import torch
 
 from src.core.errors import ConfigError, DataError, describe
 from src.data.sources.easy_vqa import VQASplit, hold_out
-from src.data.sources.image_folder import check_image_size, decode_images
+from src.data.sources.image_folder import Moments, check_image_size, decode_images
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -176,11 +176,11 @@ def vqa_folder(root: str | None, image_size: int, test_size: float, val_size: fl
         train_rows, val_rows = hold_out(len(train.images), val_size, split_seed, "data.val_size")
     fitted = _subset(train, train_rows)
     types = [t for t in QUESTION_TYPES if t in {answer_type(a) for a in fitted.answers}]
-    pixels = fitted.images.double().div_(255).transpose(0, 1).flatten(1)
+    moments = Moments()
+    moments.add(fitted.images)
+    mean, std = moments.mean_std()
     resolved = {"channels": len(train.images[0]), "vocab_size": word_level_tokenizer(fitted.questions).get_vocab_size(),
-                "num_answers": len(answers), "answers": answers, "question_types": types,
-                "mean": [round(float(m), 4) for m in pixels.mean(1)],
-                "std": [round(max(float(s), 1e-3), 4) for s in pixels.std(1)]}
+                "num_answers": len(answers), "answers": answers, "question_types": types, "mean": mean, "std": std}
     return VQAFolder(train, splits["test"], train_rows, val_rows, answers, types, resolved)
 
 
