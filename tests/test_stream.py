@@ -19,7 +19,7 @@ from src.data.classification import ClassificationDataModule
 from src.data.sources import image_folder
 from src.utils.config import compose
 from src.utils.instantiate import instantiate_component
-from tests.conftest import FAST, run_ok
+from tests.conftest import FAST, metrics_csv, run_ok
 from tests.test_sweep_resume import TINY, assert_sigterm_resume_is_exact
 from train import train
 
@@ -184,6 +184,21 @@ def test_ddp_processes_stream_disjoint_shards_that_cover_the_data(tmp_path: Path
     assert shares[0] == shares[1] and shares[0] % 32 == 0
     assert not (ranks[0] + ranks[1]) - everything  # nothing twice, nothing else
     assert 0 <= len(dm.data_train) - 2 * shares[0] < 64
+
+
+@pytest.mark.slow  # a training run, then an evaluation by one process and by two
+def test_ddp_evaluates_a_stream_exactly_as_one_process(tmp_path: Path) -> None:
+    """Evaluation reads the chunks through the in-memory loaders' sharding, not litdata's equal
+    shares: two processes score every test image once, as one process scores them."""
+    data = f"paths.data_dir={tmp_path / 'data'}"
+    run = run_ok("train.py", ["data.loader=stream", "trainer.max_epochs=1", "trainer.limit_val_batches=2", data],
+                 tmp_path / "train")
+    best = next((run / "checkpoints").glob("epoch_*.ckpt"))
+    one, two = (run_ok("eval.py", [f"ckpt_path={best}", data, *extra], tmp_path / name)
+                for name, extra in (("one", []), ("two", ["trainer=ddp_cpu"])))
+    assert float(metrics_csv(two)["test/acc"]) == pytest.approx(float(metrics_csv(one)["test/acc"]), abs=1e-6)
+    rows = [(d / "predictions.jsonl").read_text().splitlines() for d in (one, two)]
+    assert rows[0] == rows[1] and len(rows[0]) == 360  # digits' test split, each image once
 
 
 @pytest.mark.parametrize("step", [7, pytest.param(5, marks=pytest.mark.slow)], ids=["mid epoch", "an epoch's last step"])
