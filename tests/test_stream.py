@@ -216,3 +216,17 @@ def test_a_bad_loader_is_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="data.loader='disk' is not one of batches, items, stream$"):
         ClassificationDataModule("digits", DIGITS, data_dir=str(tmp_path), loader="disk")
+
+
+def test_a_folder_streamed_without_its_statistics_is_one_line(tmp_path: Path) -> None:
+    """A folder's mean and std come from its config (the resolver measures them); set to null,
+    stream cannot measure them without reading the whole folder: one line naming the fix."""
+    from src.core.errors import ConfigError
+
+    root = write_jpegs(tmp_path / "images")
+    provides = {"tasks": ["classification"], "image_shape": [3, 16, 16], "num_classes": 3}
+    dm = ClassificationDataModule("image_folder", provides, data_dir=str(tmp_path), loader="stream", root=str(root),
+                                  image_size=16)
+    dm.prepare_data()
+    with pytest.raises(ConfigError, match="data.loader=stream needs the statistics of data=image_folder in its config"):
+        dm.setup()
