@@ -55,6 +55,22 @@ def fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+#: per-round ratios that differ by more than this share of their median are flagged
+SPREAD_WARNING = 0.15
+
+
+def spread(name: str, ratios: list[float]) -> float:
+    """(max - min) / median of the per-round ratios of ``name``, with a warning line when it
+    exceeds :data:`SPREAD_WARNING`: the machine was not steady and the median is less certain."""
+    import statistics
+
+    value = (max(ratios) - min(ratios)) / statistics.median(ratios)
+    if value > SPREAD_WARNING:
+        print(f"WARNING: the {name} ratios spread {value:.0%} of their median (> {SPREAD_WARNING:.0%}): the machine "
+              "was not steady; rerun with nothing else running, or with more --repeats", flush=True)
+    return value
+
+
 def emit(figures: dict[str, Any]) -> None:
     """The last output line: one JSON object."""
     print(json.dumps({**figures, "git_sha": git_sha(), "versions": versions(), "machine": machine()}), flush=True)

@@ -5,9 +5,11 @@ Figures: ``epoch_time_ratio`` = median over ``--repeats`` pairs of (steady-state
 through train.py / bare loop) (target <= 1.03), and ``startup_extra_s`` = the median extra
 seconds train.py spends outside its epochs (imports, config, callbacks, checkpoint writing)
 compared with the bare script. Each side runs in its own process, one after the other, so they
-never share the cores; pairs alternate, so a slow spell of the machine hits both sides.
+never share the cores; pairs alternate, so a slow spell of the machine hits both sides. A spread of
+the pairs' ratios above 15 % of their median is flagged. The precision is the experiment's
+(``${fast_precision:...}``: bf16-mixed where it is fast, else 32-true), printed with the figures.
 
-    DATA_DIR=/path/to/data python benchmarks/overhead.py [--epochs 2] [--repeats 3]
+    DATA_DIR=/path/to/data python benchmarks/overhead.py [--epochs 2] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 
 T0 = time.perf_counter()
 
-from common import ROOT, bare_components, bare_optimizer, data_dir, emit, print_table  # noqa: E402
+from common import ROOT, bare_components, bare_optimizer, data_dir, emit, print_table, spread  # noqa: E402
 
 EXPERIMENT = "mnist_cnn"
 
@@ -61,7 +63,8 @@ def bare_loop(epochs: int) -> None:
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - T0
     print(json.dumps({"epoch_times": times, "wall": wall, "outside_epochs": wall - sum(times),
-                      "val_acc": correct / len(dm.data_val), "loop_start": t_loop - T0}))
+                      "val_acc": correct / len(dm.data_val), "loop_start": t_loop - T0,
+                      "precision": str(cfg.trainer.precision)}))
 
 
 def archlab(epochs: int) -> dict:
@@ -94,13 +97,13 @@ def bare(epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per side; the last one is the steady state")
-    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs; the figures are their medians")
+    parser.add_argument("--repeats", type=int, default=5, help="pairs of runs; the figures are their medians")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         return bare_loop(args.epochs)
 
-    rows, ratios, extras = [], [], []
+    rows, ratios, extras, precision = [], [], [], None
     for repeat in range(args.repeats):
         pair = (("bare PyTorch", bare(args.epochs)), ("train.py", archlab(args.epochs)))
         for name, r in pair:
@@ -108,16 +111,18 @@ def main() -> None:
                          **{f"epoch{i + 1}_s": round(e, 2) for i, e in enumerate(r["epoch_times"])},
                          "process_wall_s": round(r["wall"], 2), "outside_epochs_s": round(r["outside_epochs"], 2)})
         (_, b), (_, ours) = pair
+        precision = b["precision"]
         ratios.append(ours["epoch_times"][-1] / b["epoch_times"][-1])
         extras.append(ours["outside_epochs"] - b["outside_epochs"])
         print(f"done: repeat {repeat + 1}, epoch ratio {ratios[-1]:.3f}", flush=True)
     print_table(rows)
-    ratio, extra = statistics.median(ratios), statistics.median(extras)
-    print(f"\nsteady-state epoch ratio train.py / bare: median {ratio:.3f} of {', '.join(f'{r:.3f}' for r in ratios)} "
-          f"(target <= 1.03); extra start-up = {extra:.1f} s")
+    ratio, extra, spread_ = statistics.median(ratios), statistics.median(extras), spread("epoch-time", ratios)
+    print(f"\nsteady-state epoch ratio train.py / bare ({precision}): median {ratio:.3f} of "
+          f"{', '.join(f'{r:.3f}' for r in ratios)} (target <= 1.03); extra start-up = {extra:.1f} s")
     emit({"epoch_time_ratio": round(ratio, 4), "epoch_time_ratios": [round(r, 4) for r in ratios],
-          "startup_extra_s": round(extra, 2), "epochs": args.epochs, "repeats": args.repeats, "experiment": EXPERIMENT,
-          "target_epoch_time_ratio": 1.03, "table": rows})
+          "spread": round(spread_, 4), "startup_extra_s": round(extra, 2), "epochs": args.epochs,
+          "repeats": args.repeats, "experiment": EXPERIMENT, "precision": precision, "target_epoch_time_ratio": 1.03,
+          "table": rows})
 
 
 if __name__ == "__main__":

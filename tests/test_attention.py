@@ -8,6 +8,7 @@ from src.models.nets.attention import (
     MultiHeadAttention,
     SinusoidalPositions,
 )
+from src.models.nets.transformer import TransformerSeq2Seq
 
 
 def reference(mha: MultiHeadAttention, x, context, pad, causal):
@@ -76,3 +77,14 @@ def test_decoder_layer_cache_matches_full_sequence() -> None:
     _, prefix = layer(x[:, :3], memory_kv, pad)
     chunk, _ = layer(x[:, 3:], memory_kv, pad, past=prefix)
     torch.testing.assert_close(chunk, full[:, 3:])
+
+
+def test_attention_dropout_defaults_to_dropout_and_zero_keeps_training_attention_deterministic() -> None:
+    same = TransformerSeq2Seq(20, 0, 1, 2, dim=8, num_heads=2, encoder_layers=1, decoder_layers=1, ff_hidden=16,
+                              dropout=0.1)
+    assert same.encoder[0].attn.dropout == same.decoder[0].cross_attn.dropout == 0.1
+    layer = EncoderLayer(8, 2, 16, dropout=0.0, attention_dropout=0.0).train()
+    x = torch.randn(2, 5, 8)
+    assert torch.equal(layer(x), layer(x))  # no dropout anywhere, in training mode
+    layer = EncoderLayer(8, 2, 16, dropout=0.0, attention_dropout=0.5).train()
+    assert not torch.equal(layer(x), layer(x))  # only the attention weights are dropped

@@ -146,3 +146,12 @@ def test_launcher_configs_compose(launcher: str) -> None:
     assert "submitit" in node._target_.lower()
     if launcher == "slurm":
         assert (node.tasks_per_node, node.gpus_per_node, node.nodes) == (4, 4, 2)
+
+
+@pytest.mark.parametrize(("accelerator", "fast_cpu", "precision"), [
+    ("cpu", False, "32-true"), ("cpu", True, "bf16-mixed"), ("gpu", False, "bf16-mixed")])
+def test_mnist_cnn_trains_in_bf16_only_where_it_is_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        accelerator: str, fast_cpu: bool, precision: str) -> None:
+    monkeypatch.setattr("src.core.precision.cpu_has_fast_bf16", lambda: fast_cpu)
+    cfg = compose("train", ["experiment=mnist_cnn", f"trainer.accelerator={accelerator}"], tmp_path)
+    assert cfg.trainer.precision == precision

@@ -19,8 +19,8 @@ class NonFiniteGuard(Callback):
     :class:`DivergenceError` (one line naming the batch, the loss and the likely fixes; exit 1; a
     failed job in a sweep).
 
-    Each batch only records, on the device, the first batch index at which each loss was not
-    finite: nothing waits for the accelerator. The record is read every
+    Each batch only keeps its (detached) losses: no operation, nothing waits for the accelerator.
+    The losses kept are checked every
     ``trainer.log_every_n_steps`` batches (when Lightning reads the logged values anyway), at the
     end of each epoch and of training, and before every checkpoint is written, as a minimum over
     all processes, so every DDP rank stops at the same point. A checkpoint whose weights are not
@@ -28,17 +28,18 @@ class NonFiniteGuard(Callback):
     checkpoints on disk hold the last finite state."""
 
     def __init__(self) -> None:
-        self._first: dict[str, torch.Tensor] = {}
+        #: the batch index and losses of every batch since the last check
+        self._window: list[tuple[int, dict[str, torch.Tensor]]] = []
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._first = {}
+        self._window = []
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         index = trainer.fit_loop.epoch_loop.total_batch_idx
-        for name, loss in _losses(outputs).items():
-            first = self._first.get(name, torch.full((), _NONE, dtype=torch.int64, device=loss.device))
-            self._first[name] = torch.where(torch.isfinite(loss).all() | (first != _NONE), first, index)
+        losses = _losses(outputs)
+        if losses:
+            self._window.append((index, {name: loss.detach() for name, loss in losses.items()}))
         if (index + 1) % trainer.log_every_n_steps == 0:
             self._check(trainer, pl_module)
 
@@ -64,10 +65,17 @@ class NonFiniteGuard(Callback):
 
     def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Raise if a process saw a non-finite loss (a collective: every process calls it at the same point)."""
-        if not self._first:
+        window, self._window = self._window, []
+        names = sorted({name for _, losses in window for name in losses})
+        if not names:
             return
-        names = sorted(self._first)
-        first = trainer.strategy.reduce(torch.stack([self._first[n] for n in names]), reduce_op="min").tolist()
+        device = pl_module.device
+        # per loss, the first batch of the window where it was not finite (_NONE: none)
+        first = torch.stack([
+            torch.stack([torch.where(torch.isfinite(losses[n]).all(), _NONE, i) if n in losses
+                         else torch.tensor(_NONE, device=device) for i, losses in window]).min()
+            for n in names]).to(device)
+        first = trainer.strategy.reduce(first, reduce_op="min").tolist()
         index = min(first)
         if index == _NONE:
             return

@@ -317,10 +317,23 @@ class StagedTaskModule(TaskModule):
     """A task whose batches have targets (labels, answers, numbers): per-stage metric collections
     and mean losses, logged as ``stage/name``, and the best validation value of one of them so
     far (``val/acc_best``). Subclasses call :meth:`_stage_metrics` in ``__init__`` and give
-    ``_step(batch, stage)``."""
+    ``_step(batch, stage)``.
+
+    Steps only update the metrics; each stage logs them once, at its epoch end (the metric
+    objects, which Lightning computes, syncs over processes and resets), so a step pays no
+    logging. ``train_metrics_every=N`` updates the training metrics (not the loss) on every
+    N-th batch only: ``train/acc`` becomes the accuracy of a 1/N sample of the epoch's batches,
+    and the metric updates cost 1/N per step; 1 measures every batch."""
 
     #: the metric whose best validation value is tracked, and whether higher is better
     best_metric: tuple[str, str] = ("acc", "max")
+
+    def __init__(self, *args: Any, train_metrics_every: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not (isinstance(train_metrics_every, int) and train_metrics_every >= 1):
+            raise ConfigError(f"model.train_metrics_every={train_metrics_every} must be an integer >= 1 (1: every "
+                              "training batch updates the training metrics)")
+        self.train_metrics_every = train_metrics_every
 
     def _stage_metrics(self, metrics: dict[str, Metric]) -> None:
         """``{train,val,test}_metrics`` (names prefixed ``stage/``), ``{train,val,test}_loss`` and
@@ -336,17 +349,25 @@ class StagedTaskModule(TaskModule):
         best.persistent(True)
         setattr(self, f"val_{name}_best", best)
 
+    def _metrics_due(self, stage: str) -> bool:
+        """Whether this batch updates the stage's metrics: every evaluation batch; training batches
+        0, N, 2N, ... of each epoch (``N = train_metrics_every``), so every epoch has some, and a
+        run resumed mid-epoch samples the batches the uninterrupted run would have."""
+        return stage != "train" or self.trainer.fit_loop.epoch_loop.batch_idx % self.train_metrics_every == 0
+
     def _log_stage(self, stage: str, loss: torch.Tensor, *update: torch.Tensor) -> None:
-        """The stage's mean loss and metrics, updated with this batch and logged per epoch
-        (``update()``, not ``forward()``: nothing is logged per step)."""
-        mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        mean_loss.update(loss)
-        metrics.update(*update)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        """Adds the batch to the stage's mean loss, and to its metrics when they are due."""
+        getattr(self, f"{stage}_loss").update(loss)
+        if self._metrics_due(stage):
+            getattr(self, f"{stage}_metrics").update(*update)
+
+    def _log_epoch(self, stage: str) -> None:
+        """The stage's mean loss and metrics, logged once per epoch."""
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=True)
+        self.log_dict(getattr(self, f"{stage}_metrics"), prog_bar=True)
 
     def _step(self, batch: Any, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and outputs of a batch, with the stage's loss and metrics updated and logged."""
+        """Loss and outputs of a batch, with the stage's loss and metrics updated."""
         raise NotImplementedError
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -355,13 +376,20 @@ class StagedTaskModule(TaskModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
 
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
     def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")  # the sanity check's too: Lightning resets what was logged
         if self.trainer.sanity_checking:  # a few batches of an untrained net are no "best epoch"
             return
         name = self.best_metric[0]
         best = getattr(self, f"val_{name}_best")
         best(self.val_metrics[name].compute())
         self.log(f"val/{name}_best", best.compute(), sync_dist=True, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
 
 class LabelTaskModule(StagedTaskModule):

@@ -49,10 +49,11 @@ class ClassificationModule(LabelTaskModule):
         channels_last: bool = False,
         num_plot_images: int = 32,
         lr_scales: Mapping[str, float] | None = None,
+        train_metrics_every: int = 1,
     ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
                          scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
-                         channels_last=channels_last)
+                         channels_last=channels_last, train_metrics_every=train_metrics_every)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self._stage_metrics({"acc": MulticlassAccuracy(num_classes, average="micro"),
                              "f1": MulticlassF1Score(num_classes, average="macro")})
@@ -87,6 +88,7 @@ class ClassificationModule(LabelTaskModule):
             self.plot_batch = {"images": batch[0][:n].cpu(), "targets": batch[1][:n].cpu(), "preds": logits[:n].argmax(1).cpu()}
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         matrix = self.confusion.compute().cpu()
         self.confusion.reset()
         names = self.hparams.class_names or [str(i) for i in range(self.hparams.num_classes)]

@@ -61,6 +61,7 @@ class ContrastiveModule(ClassificationModule):
         compile: bool = False,
         channels_last: bool = False,
         num_plot_images: int = 32,
+        train_metrics_every: int = 1,
     ) -> None:
         if not isinstance(net, ContrastiveNet):
             raise ConfigError(f"model.net is a {type(net).__name__}; a contrastive model needs a ContrastiveNet "
@@ -69,7 +70,7 @@ class ContrastiveModule(ClassificationModule):
             raise ConfigError(f"model.temperature={temperature} must be > 0 (SimCLR uses 0.1-1)")
         super().__init__(net, num_classes, optimizer, scheduler, scheduler_interval, scheduler_monitor,
                          class_names=class_names, compile=compile, channels_last=channels_last,
-                         num_plot_images=num_plot_images)
+                         num_plot_images=num_plot_images, train_metrics_every=train_metrics_every)
         self.views = views
         self.probe = nn.Linear(net.feature_dim, num_classes)
         self.train_probe_loss, self.val_probe_loss, self.test_probe_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -102,11 +103,10 @@ class ContrastiveModule(ClassificationModule):
         else:
             logits, targets = self(x), y
         probe_loss = F.cross_entropy(logits, targets)
-        for name, value in (("loss", loss), ("probe_loss", probe_loss)):
-            mean = getattr(self, f"{stage}_{name}")
-            mean.update(value)
-            self.log(f"{stage}/{name}", mean, on_step=False, on_epoch=True, prog_bar=name == "loss")
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.argmax(dim=1), targets)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        getattr(self, f"{stage}_probe_loss").update(probe_loss)
+        self._log_stage(stage, loss, logits.argmax(dim=1), targets)
         return loss + probe_loss, logits
+
+    def _log_epoch(self, stage: str) -> None:
+        super()._log_epoch(stage)
+        self.log(f"{stage}/probe_loss", getattr(self, f"{stage}_probe_loss"))

@@ -33,10 +33,11 @@ class RegressionModule(StagedTaskModule):
         compile: bool = False,
         channels_last: bool = False,
         lr_scales: Mapping[str, float] | None = None,
+        train_metrics_every: int = 1,
     ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
                          scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
-                         channels_last=channels_last)
+                         channels_last=channels_last, train_metrics_every=train_metrics_every)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         self._stage_metrics({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), "r2": R2Score()})
 

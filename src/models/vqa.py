@@ -47,10 +47,11 @@ class VQAModule(LabelTaskModule):
         num_plot_images: int = 32,
         max_error_rows: int = 500,
         lr_scales: Mapping[str, float] | None = None,
+        train_metrics_every: int = 1,
     ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval=scheduler_interval,
                          scheduler_monitor=scheduler_monitor, lr_scales=lr_scales, compile=compile,
-                         channels_last=channels_last)
+                         channels_last=channels_last, train_metrics_every=train_metrics_every)
         self.save_hyperparameters(logger=False, ignore=self.IGNORED)
         n = len(answer_names)
         metrics = {"acc": MulticlassAccuracy(n, average="micro")}
@@ -73,16 +74,15 @@ class VQAModule(LabelTaskModule):
         target = batch["answer"]
         loss = self._loss(logits, target, batch, stage)
         preds = logits.argmax(dim=1)
-        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
-        metrics["acc"].update(preds, target)
-        for t, name in enumerate(self.hparams.question_types):
-            mask = batch["type"] == t
-            if mask.any():
-                metrics[f"acc_{name}"].update(preds[mask], target[mask])
-        n = len(target)  # questions, not images: the batch size Lightning should average over
-        mean_loss.update(loss, weight=n)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=n)
+        # the mean over questions, not images (a batch holds several questions per image)
+        getattr(self, f"{stage}_loss").update(loss, weight=len(target))
+        if self._metrics_due(stage):
+            metrics = getattr(self, f"{stage}_metrics")
+            metrics["acc"].update(preds, target)
+            for t, name in enumerate(self.hparams.question_types):
+                mask = batch["type"] == t
+                if mask.any():
+                    metrics[f"acc_{name}"].update(preds[mask], target[mask])
         return loss, logits
 
     def on_test_epoch_start(self) -> None:
@@ -101,6 +101,7 @@ class VQAModule(LabelTaskModule):
                                 "pred": int(preds[q]), "answer": int(batch["answer"][q])})
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self.errors = gather_rows(self.errors, self.trainer, key="question_index")[: self.hparams.max_error_rows]
         if not self.trainer.is_global_zero:
             return

@@ -48,6 +48,8 @@ def register_resolvers() -> None:
     # hydra.run.dir and hydra.output_subdir: a resumed run continues in its own folder
     OmegaConf.register_new_resolver("run_dir", run_dir_resolver, replace=True)
     OmegaConf.register_new_resolver("output_subdir", output_subdir_resolver, replace=True)
+    # ${fast_precision:${trainer.accelerator}}: bf16-mixed where it is faster than fp32 (GPU, AVX512-BF16/AMX CPU)
+    OmegaConf.register_new_resolver("fast_precision", _by_path("src.core.precision.fast_precision"), replace=True)
     # ${image_folder:num_classes,root,index,image_size,test_size,split_seed}: data=image_folder's provides and
     # statistics, from the files (cached per folder)
     # (named by its dotted path, as a config's _target_: the config layer imports no data code)

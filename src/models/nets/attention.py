@@ -101,12 +101,17 @@ class FeedForward(nn.Sequential):
 
 class EncoderLayer(nn.Module):
     """Pre-LN Transformer encoder layer (Xiong et al. 2020): LayerNorm before each sub-layer keeps
-    gradients well-scaled at initialisation, so it trains without a long warm-up."""
+    gradients well-scaled at initialisation, so it trains without a long warm-up.
 
-    def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.1) -> None:
+    ``attention_dropout`` (None: ``dropout``) drops attention weights. At 0, SDPA may take its
+    fused kernel (no weights materialised) on CPU as on GPU; above 0, CPUs fall back to the
+    unfused path (docs/benchmarks.md)."""
+
+    def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.1,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.attn_norm, self.ff_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout if attention_dropout is None else attention_dropout)
         self.ff = FeedForward(dim, ff_hidden, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -118,13 +123,16 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-LN Transformer decoder layer: causal self-attention, cross-attention to the encoder
     memory, feed-forward. ``past`` holds the self-attention keys/values of earlier positions, so
-    decoding one token at a time costs one position per step instead of the whole prefix."""
+    decoding one token at a time costs one position per step instead of the whole prefix.
+    ``attention_dropout`` as in :class:`EncoderLayer`."""
 
-    def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.1,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.self_norm, self.cross_norm, self.ff_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
-        self.cross_attn = MultiHeadAttention(dim, num_heads, dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = MultiHeadAttention(dim, num_heads, attention_dropout)
+        self.cross_attn = MultiHeadAttention(dim, num_heads, attention_dropout)
         self.ff = FeedForward(dim, ff_hidden, dropout)
         self.drop = nn.Dropout(dropout)
 

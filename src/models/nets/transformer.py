@@ -18,12 +18,13 @@ class TransformerSeq2Seq(nn.Module):
 
     Tied embeddings (Press & Wolf 2017) save ``vocab_size x dim`` parameters twice over and help
     small-data training. Implements the incremental interface of :mod:`decoding` (``encode``,
-    ``step``) with a per-layer key/value cache.
+    ``step``) with a per-layer key/value cache. ``attention_dropout`` (None: ``dropout``) drops
+    attention weights (see :class:`~src.models.nets.attention.EncoderLayer`).
     """
 
     def __init__(self, vocab_size: int, pad_id: int, bos_id: int, eos_id: int, dim: int = 512, num_heads: int = 8,
                  encoder_layers: int = 6, decoder_layers: int = 6, ff_hidden: int = 2048, dropout: float = 0.1,
-                 max_len: int = 1024) -> None:
+                 max_len: int = 1024, attention_dropout: float | None = None) -> None:
         super().__init__()
         self.pad_id, self.bos_id, self.eos_id, self.dim, self.vocab_size = pad_id, bos_id, eos_id, dim, vocab_size
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
@@ -33,8 +34,10 @@ class TransformerSeq2Seq(nn.Module):
             self.embed.weight[pad_id].zero_()
         self.positions = SinusoidalPositions(dim, max_len)
         self.drop = nn.Dropout(dropout)
-        self.encoder = nn.ModuleList(EncoderLayer(dim, num_heads, ff_hidden, dropout) for _ in range(encoder_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(dim, num_heads, ff_hidden, dropout) for _ in range(decoder_layers))
+        self.encoder = nn.ModuleList(EncoderLayer(dim, num_heads, ff_hidden, dropout, attention_dropout)
+                                     for _ in range(encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(dim, num_heads, ff_hidden, dropout, attention_dropout)
+                                     for _ in range(decoder_layers))
         # pre-LN leaves the residual stream unnormalised: one final LayerNorm per stack
         self.encoder_norm, self.decoder_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
 
