@@ -3,12 +3,17 @@ the batches they claim: at ``train_metrics_every=1`` exactly what per-step loggi
 
 from __future__ import annotations
 
+import csv
+import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from lightning import Trainer
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -16,6 +21,7 @@ from src.callbacks.progress import WatchedProgressBar
 from src.core.errors import ConfigError
 from src.models.classification import ClassificationModule
 from src.models.nets.cnn import SimpleCNN
+from src.models.regression import RegressionModule
 
 CLASSES, BATCH, TRAIN_BATCHES = 4, 8, 7
 
@@ -106,3 +112,26 @@ def test_progress_bar_redraws_once_per_interval_and_at_each_loops_last_batch(tmp
     trainer.fit(Recorded(), *loaders())
     # the first batch (nothing drawn yet), then only each loop's last: the bar ends full
     assert drawn == [("on_train_batch_end", 0), ("on_train_batch_end", TRAIN_BATCHES - 1), ("on_validation_batch_end", 2)]
+
+
+def test_a_run_resumed_after_its_epochs_last_batch_logs_no_empty_metric(tmp_path: Path) -> None:
+    """Validating twice an epoch, the checkpoint is written after the epoch's last batch, before
+    the epoch ends: the resumed run ends that epoch with no training batch. Its metrics are empty
+    (R2 of nothing raises, a mean of nothing is NaN) and are not logged."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(56, 1, 8, 8, generator=g), torch.randn(56, generator=g)
+    data = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=8), DataLoader(TensorDataset(x[32:], y[32:]), batch_size=8)
+
+    def run(epochs: int, **kwargs: Any) -> None:
+        module = RegressionModule(nn.Sequential(nn.Flatten(), nn.Linear(64, 1)), train_metrics_every=2,
+                                  optimizer=lambda params: torch.optim.SGD(params, lr=0.01))
+        Trainer(max_epochs=epochs, accelerator="cpu", val_check_interval=0.5, enable_progress_bar=False,
+                enable_model_summary=False, logger=CSVLogger(tmp_path, name="csv"), default_root_dir=tmp_path,
+                callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="last", enable_version_counter=False)],
+                ).fit(module, *data, **kwargs)
+
+    run(1)
+    run(2, ckpt_path=tmp_path / "last.ckpt")
+    rows = [row for path in sorted(tmp_path.rglob("metrics.csv")) for row in csv.DictReader(path.open())]
+    losses = [float(row["train/loss"]) for row in rows if row.get("train/loss")]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)  # epoch 0 (first run), epoch 1 (resumed)

@@ -30,9 +30,11 @@ class NonFiniteGuard(Callback):
     def __init__(self) -> None:
         #: the batch index and losses of every batch since the last check
         self._window: list[tuple[int, dict[str, torch.Tensor]]] = []
+        #: every loss seen so far: each check reduces one value per name, the same on every process
+        self._names: list[str] = []
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._window = []
+        self._window, self._names = [], []
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -66,15 +68,16 @@ class NonFiniteGuard(Callback):
     def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Raise if a process saw a non-finite loss (a collective: every process calls it at the same point)."""
         window, self._window = self._window, []
-        names = sorted({name for _, losses in window for name in losses})
+        self._names = names = sorted({*self._names, *(name for _, losses in window for name in losses)})
         if not names:
             return
         device = pl_module.device
         # per loss, the first batch of the window where it was not finite (_NONE: none)
         first = torch.stack([
-            torch.stack([torch.where(torch.isfinite(losses[n]).all(), _NONE, i) if n in losses
-                         else torch.tensor(_NONE, device=device) for i, losses in window]).min()
-            for n in names]).to(device)
+            torch.stack([torch.tensor(_NONE, device=device),
+                         *(torch.where(torch.isfinite(losses[n]).all(), _NONE, i).to(device)
+                           for i, losses in window if n in losses)]).min()
+            for n in names])
         first = trainer.strategy.reduce(first, reduce_op="min").tolist()
         index = min(first)
         if index == _NONE:

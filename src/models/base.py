@@ -353,7 +353,11 @@ class StagedTaskModule(TaskModule):
         """Whether this batch updates the stage's metrics: every evaluation batch; training batches
         0, N, 2N, ... of each epoch (``N = train_metrics_every``), so every epoch has some, and a
         run resumed mid-epoch samples the batches the uninterrupted run would have."""
-        return stage != "train" or self.trainer.fit_loop.epoch_loop.batch_idx % self.train_metrics_every == 0
+        if stage != "train" or self.trainer.fit_loop.epoch_loop.batch_idx % self.train_metrics_every == 0:
+            return True
+        # a run resumed past the epoch's last sampled batch samples its first batch (metric states are not
+        # checkpointed: the epoch's train/* covers the batches this process trained)
+        return not any(m.update_count for m in self.train_metrics.values())
 
     def _log_stage(self, stage: str, loss: torch.Tensor, *update: torch.Tensor) -> None:
         """Adds the batch to the stage's mean loss, and to its metrics when they are due."""
@@ -362,9 +366,16 @@ class StagedTaskModule(TaskModule):
             getattr(self, f"{stage}_metrics").update(*update)
 
     def _log_epoch(self, stage: str) -> None:
-        """The stage's mean loss and metrics, logged once per epoch."""
-        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=True)
-        self.log_dict(getattr(self, f"{stage}_metrics"), prog_bar=True)
+        """The stage's mean loss and metrics, logged once per epoch: those this epoch updated (a
+        run resumed from a checkpoint written after the epoch's last batch ends that epoch with
+        none; an empty metric would log NaN, 0 or fail)."""
+        self._log_updated({f"{stage}/loss": getattr(self, f"{stage}_loss"),
+                           **dict(getattr(self, f"{stage}_metrics").items(keep_base=False, copy_state=False))})
+
+    def _log_updated(self, metrics: dict[str, Metric]) -> None:
+        updated = {name: metric for name, metric in metrics.items() if metric.update_count}
+        if updated:
+            self.log_dict(updated, prog_bar=True)
 
     def _step(self, batch: Any, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and outputs of a batch, with the stage's loss and metrics updated."""

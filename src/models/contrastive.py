@@ -109,4 +109,4 @@ class ContrastiveModule(ClassificationModule):
 
     def _log_epoch(self, stage: str) -> None:
         super()._log_epoch(stage)
-        self.log(f"{stage}/probe_loss", getattr(self, f"{stage}_probe_loss"))
+        self._log_updated({f"{stage}/probe_loss": getattr(self, f"{stage}_probe_loss")})
