@@ -357,7 +357,7 @@ class StagedTaskModule(TaskModule):
             return True
         # a run resumed past the epoch's last sampled batch samples its first batch (metric states are not
         # checkpointed: the epoch's train/* covers the batches this process trained)
-        return not any(m.update_count for m in self.train_metrics.values())
+        return not any(m.update_count for m in self.train_metrics.values(copy_state=False))
 
     def _log_stage(self, stage: str, loss: torch.Tensor, *update: torch.Tensor) -> None:
         """Adds the batch to the stage's mean loss, and to its metrics when they are due."""
