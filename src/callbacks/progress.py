@@ -20,7 +20,8 @@ class WatchedProgressBar(RichProgressBar):
     def _redraw_due(self, batch_idx: int, total: float) -> bool:
         """Lightning's rich bar recomputes its metrics and redraws the whole display after every
         batch (its ``refresh_rate`` aside), a cost on every step: here at most every
-        ``min_interval`` seconds, and after a loop's last batch, so the bar ends full."""
+        ``min_interval`` seconds, and after a loop's last batch, so the bar ends full. Callers ask
+        only where the bar is shown (not on other DDP ranks, whose loop totals are unset)."""
         now = time.monotonic()
         if batch_idx + 1 >= total or now - self._drawn >= self.min_interval:
             self._drawn = now
@@ -29,22 +30,22 @@ class WatchedProgressBar(RichProgressBar):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._redraw_due(batch_idx, self.total_train_batches):
+        if self.is_enabled and self._redraw_due(batch_idx, self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._redraw_due(batch_idx, self.total_val_batches_current_dataloader):
+        if self.is_enabled and self._redraw_due(batch_idx, self.total_val_batches_current_dataloader):
             super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._redraw_due(batch_idx, self.total_test_batches_current_dataloader):
+        if self.is_enabled and self._redraw_due(batch_idx, self.total_test_batches_current_dataloader):
             super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._redraw_due(batch_idx, self.total_predict_batches_current_dataloader):
+        if self.is_enabled and self._redraw_due(batch_idx, self.total_predict_batches_current_dataloader):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
