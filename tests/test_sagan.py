@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from src.models.generation import GenerationModule, refresh_parametrizations
-from src.models.nets.attention import MultiHeadAttention, SelfAttention2d
+from src.models.nets.attention import SelfAttention2d
 from src.models.nets.gan import GAN, DCGANDiscriminator
 from src.models.nets.sagan import SAGANDiscriminator, SAGANGenerator
 from train import train
@@ -43,8 +43,9 @@ def test_spectral_norm_on_every_layer_including_attention(conditional: bool) -> 
     g = SAGANGenerator(16, 1, 28, 10, channels=(16, 8), conditional=conditional)
     d = SAGANDiscriminator(1, 28, 10, channels=(8, 16), conditional=conditional)
     for net in (g, d):
-        (attention,) = [m for m in net.modules() if isinstance(m, MultiHeadAttention)]
-        assert all(parametrize.is_parametrized(p, "weight") for p in (attention.query, attention.key_value, attention.out))
+        (attention,) = [m for m in net.modules() if isinstance(m, SelfAttention2d)]
+        assert all(parametrize.is_parametrized(p, "weight") for p in (attention.query, attention.key, attention.value,
+                                                                      attention.out))
         layers = [m for m in net.modules() if isinstance(m, LAYERS)]
         assert len(layers) >= 6 and all(parametrize.is_parametrized(m, "weight") for m in layers)
     assert d.embed is None or parametrize.is_parametrized(d.embed, "weight")  # the projection too
@@ -69,9 +70,29 @@ def test_dcgan_discriminator_spectral_norm_option() -> None:
     assert all(parametrize.is_parametrized(m, "weight") for m in d.modules() if isinstance(m, (*LAYERS, nn.Embedding)))
 
 
+def test_self_attention_is_sagans() -> None:
+    """Zhang et al. 2019, eqs. 1-3: beta = softmax_i(f(x_i)^T g(x_j)) (unscaled), o_j = v(sum_i
+    beta_ji h(x_i)), y = x + gamma * o; f, g, h are 1x1 convs to C/8 channels, v back to C."""
+    block = SelfAttention2d(32)
+    assert [m.out_channels for m in (block.query, block.key, block.value, block.out)] == [4, 4, 4, 32]
+    with torch.no_grad():
+        block.gamma.fill_(0.7)
+    x = torch.randn(2, 32, 5, 6)
+    def conv(layer: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:  # a 1x1 conv over (B, C, N)
+        return torch.einsum("oc,bcn->bon", layer.weight[:, :, 0, 0], t) + layer.bias[:, None]
+
+    tokens = x.flatten(2)
+    f, g, h = conv(block.query, tokens), conv(block.key, tokens), conv(block.value, tokens)
+    beta = torch.softmax(torch.einsum("bcj,bci->bji", f, g), dim=-1)  # query j over keys i
+    o = conv(block.out, torch.einsum("bji,bci->bcj", beta, h))
+    assert torch.allclose(block(x), x + 0.7 * o.reshape(x.shape), atol=1e-5)
+    with pytest.raises(ValueError, match="num_heads=3"):
+        SelfAttention2d(32, num_heads=3)
+
+
 def test_self_attention_starts_as_identity_and_learns_gamma() -> None:
-    block = SelfAttention2d(8, num_heads=2)
-    x = torch.randn(2, 8, 5, 6)
+    block = SelfAttention2d(16, num_heads=2)
+    x = torch.randn(2, 16, 5, 6)
     assert block.gamma.item() == 0 and torch.equal(block(x), x)
     block(x).square().sum().backward()
     assert block.gamma.grad is not None and block.gamma.grad.abs() > 0  # gamma learns first
