@@ -22,6 +22,7 @@ def test_model_data_mismatch_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
+@pytest.mark.slow  # keeps the default suite under 10 minutes
 def test_unknown_option_is_reported_by_hydra(tmp_path: Path) -> None:
     proc = run_cli(["train.py", "model=nope", f"paths.log_dir={tmp_path}"])
     assert proc.returncode != 0 and "Could not find 'model/nope'" in proc.stderr

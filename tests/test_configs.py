@@ -80,6 +80,7 @@ def test_a_task_the_model_is_not_built_for_is_one_line(tmp_path: Path) -> None:
         check_compatibility(cfg, {"model": "cnn", "data": "digits", "task": "generation"})
 
 
+@pytest.mark.slow  # keeps the default suite under 10 minutes
 def test_a_removed_spelling_names_the_new_one() -> None:
     """From the command line, before Hydra composes (every entry point calls the same check)."""
     proc = run_cli(["train.py", "model=dcgan", "data=mnist_generation"])

@@ -112,6 +112,7 @@ def test_checkpoint_of_the_previous_format_is_upgraded(tmp_path: Path) -> None:
 FORMAT2 = Path(__file__).parent / "data" / "format2_dcgan_digits.ckpt"
 
 
+@pytest.mark.slow  # keeps the default suite under 10 minutes
 def test_checkpoint_of_format_2_is_upgraded(tmp_path: Path) -> None:
     """A format-2 checkpoint (the model config's task and watched metric, a data twin) is upgraded
     on load: metadata in ``task``, the twin's new name, and eval.py reproduces the test FID it was
